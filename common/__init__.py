@@ -1,0 +1,1 @@
+"""Code shared by the NCF, DLRM and SIM recipes. Imports no recipe."""

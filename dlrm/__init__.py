@@ -1,0 +1,1 @@
+"""DLRM recipe: Criteo click logs, AUC."""

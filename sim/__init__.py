@@ -1,0 +1,1 @@
+"""SIM / DIN / DIEN recipe: user-behaviour sequences on Amazon Reviews, AUC."""

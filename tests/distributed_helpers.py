@@ -1,0 +1,44 @@
+"""Run a function in N gloo processes with the torchrun environment variables set, on CPU."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank: int, fn: Callable, world_size: int, port: int, queue: Any, args: tuple) -> None:
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+    )
+    import torch
+
+    torch.set_num_threads(1)
+    queue.put((rank, fn(*args)))
+
+
+def run_distributed(fn: Callable, *args: Any, world_size: int = 2) -> list[Any]:
+    """Spawn `world_size` processes running fn(*args) (fn must be importable); returns results by rank."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    mp.start_processes(
+        _entry, args=(fn, world_size, free_port(), queue, args), nprocs=world_size, start_method="spawn"
+    )
+    results = dict(queue.get() for _ in range(world_size))
+    return [results[r] for r in range(world_size)]

@@ -1,0 +1,83 @@
+"""Dependency rules: recipes are leaves, `common` imports no recipe, model files stay pure.
+
+Walks each package's AST for import statements (no import is executed).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ("ncf", "dlrm", "sim")
+MODEL_FILES = ("model.py", "layers.py", "embeddings.py", "interactions.py", "mlp.py")
+FORBIDDEN_IN_MODELS = (
+    "torch.distributed",
+    "torch.nn.parallel",
+    "torch.amp",
+    "torch.cuda.amp",
+    "common",
+    "logging",
+    "tqdm",
+)
+
+
+def imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def is_model_file(path: Path) -> bool:
+    return path.name in MODEL_FILES or path.parent.name == "models"
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipes_never_import_each_other(recipe: str) -> None:
+    others = set(RECIPES) - {recipe}
+    bad = {(p.relative_to(ROOT).as_posix(), n) for p in files(recipe) for n in imports(p) if top(n) in others}
+    assert not bad, f"cross-recipe imports: {sorted(bad)}"
+
+
+def test_common_imports_no_recipe() -> None:
+    bad = {
+        (p.relative_to(ROOT).as_posix(), n) for p in files("common") for n in imports(p) if top(n) in RECIPES
+    }
+    assert not bad, f"common imports a recipe: {sorted(bad)}"
+
+
+def test_model_files_know_nothing_of_devices_ranks_amp_or_logging() -> None:
+    model_files = [p for r in RECIPES for p in files(r) if is_model_file(p)]
+    bad = {
+        (p.relative_to(ROOT).as_posix(), n)
+        for p in model_files
+        for n in imports(p)
+        if any(n == f or n.startswith(f + ".") for f in FORBIDDEN_IN_MODELS)
+    }
+    assert not bad, f"model files import runtime code: {sorted(bad)}"
+    for p in model_files:
+        text = p.read_text()
+        for needle in (".cuda(", 'device="cuda"', ".half()"):
+            assert needle not in text, f"{p.relative_to(ROOT)} contains {needle!r}"
+
+
+def test_rule_catches_a_violation(tmp_path: Path) -> None:
+    """The checker itself must be able to fail."""
+    bad = tmp_path / "model.py"
+    bad.write_text("import torch.distributed as dist\nfrom common.amp import setup\nfrom ncf import data\n")
+    assert {"torch.distributed", "common.amp", "ncf"} <= imports(bad)

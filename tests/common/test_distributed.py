@@ -1,0 +1,73 @@
+"""Distributed ring: 2 gloo processes must reproduce the single-process metrics exactly."""
+
+from __future__ import annotations
+
+import torch
+
+from common import distributed, metrics
+from tests.distributed_helpers import run_distributed
+
+SERIES, CANDIDATES, K = 37, 11, 5  # 37 series over 2 ranks: uneven shards (19 + 18)
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    scores = torch.rand(SERIES, CANDIDATES, generator=g)
+    labels = torch.zeros(SERIES, CANDIDATES)
+    labels[torch.arange(SERIES), torch.randint(0, CANDIDATES, (SERIES,), generator=g)] = 1
+    return scores, labels, torch.rand(SERIES * CANDIDATES, generator=g).round(decimals=1)
+
+
+def _metrics(env: distributed.DistEnv) -> dict[str, float]:
+    scores, labels, flat = _data()
+    start, stop = distributed.shard_range(SERIES, env)
+    counts = metrics.topk_position_counts(scores[start:stop], labels[start:stop], None, K)
+    hits, ndcg = metrics.hit_ndcg_from_counts(distributed.all_reduce_sum(counts, env))
+    lo, hi = distributed.shard_range(flat.numel(), env)
+    all_scores = distributed.all_gather_cat(flat[lo:hi], env)
+    all_labels = distributed.all_gather_cat(labels.flatten()[lo:hi], env)
+    return {
+        "hr": float(hits / SERIES),
+        "ndcg": float(ndcg / SERIES),
+        "auc": float(metrics.roc_auc(all_scores, all_labels)),
+        "rows": stop - start,
+    }
+
+
+def _worker() -> dict[str, float]:
+    env = distributed.init(device="cpu")
+    try:
+        assert env.world_size == 2 and torch.distributed.get_backend() == "gloo"
+        return _metrics(env)
+    finally:
+        distributed.shutdown(env)
+
+
+def test_two_gloo_ranks_match_one_process() -> None:
+    single = _metrics(distributed.DistEnv(0, 0, 1, torch.device("cpu")))
+    ranks = run_distributed(_worker, world_size=2)
+    assert [r["rows"] for r in ranks] == [19, 18]
+    for r in ranks:
+        assert {k: r[k] for k in ("hr", "ndcg", "auc")} == {k: single[k] for k in ("hr", "ndcg", "auc")}
+    assert 0 < single["hr"] < 1 and 0 < single["auc"] < 1
+
+
+def test_single_process_env_without_torchrun(monkeypatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    env = distributed.init(device="cpu")
+    assert (env.rank, env.world_size, env.is_main, env.distributed) == (0, 1, True, False)
+    assert not torch.distributed.is_initialized()
+    model = torch.nn.Linear(2, 1)
+    assert distributed.wrap_ddp(model, env) is model
+
+
+def test_shard_range_covers_everything_once() -> None:
+    for total in (0, 1, 5, 37):
+        for world in (1, 2, 3, 8):
+            parts = [
+                distributed.shard_range(total, distributed.DistEnv(r, r, world, torch.device("cpu")))
+                for r in range(world)
+            ]
+            assert parts[0][0] == 0 and parts[-1][1] == total
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+            assert max(b - a for a, b in parts) - min(b - a for a, b in parts) <= 1

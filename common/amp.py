@@ -30,9 +30,10 @@ class Amp:
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """optimizer.step() through the scaler (a plain step when the scaler is off), then update it."""
-        self.scaler.step(optimizer)
+    def step(self, *optimizers: torch.optim.Optimizer) -> None:
+        """optimizer.step() through the scaler (a plain step when the scaler is off), then update it once."""
+        for optimizer in optimizers:
+            self.scaler.step(optimizer)
         self.scaler.update()
 
     def describe(self) -> str:

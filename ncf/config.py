@@ -1,0 +1,86 @@
+"""NcfConfig: every knob of NCF training and evaluation, with the reference's names and defaults (ncf.md §3.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+
+def _f(default, help: str, *aliases: str):  # noqa: A002 - reads like the flag table it mirrors
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, "aliases": aliases})
+    return field(default=default, metadata={"help": help, "aliases": aliases})
+
+
+@dataclass(frozen=True)
+class NcfConfig:
+    # data
+    data: Path | None = _f(
+        None, "directory holding the prepared dataset's feature spec (ncf.prepare_data output)"
+    )
+    feature_spec_file: str = _f("feature_spec.yaml", "feature spec file name, relative to --data")
+    # model
+    factors: int = _f(64, "GMF embedding size (predictive factors)", "-f")
+    layers: list[int] = _f(
+        [256, 256, 128, 64], "MLP sizes; layers[0]/2 is the MLP embedding size per user/item"
+    )
+    dropout: float = _f(0.5, "dropout after each MLP layer; 0 disables it")
+    # optimisation
+    epochs: int = _f(30, "number of training epochs", "-e")
+    batch_size: int = _f(
+        2**20, "GLOBAL training batch (split over ranks); tuned hyperparameters assume ~1M", "-b"
+    )
+    grads_accumulated: int = _f(
+        1, "micro-batches of --batch_size whose gradients are summed per optimizer step"
+    )
+    negative_samples: int = _f(4, "random negatives per training positive, resampled every epoch", "-n")
+    learning_rate: float = _f(0.0045, "Adam learning rate", "-l")
+    beta1: float = _f(0.25, "Adam beta1")
+    beta2: float = _f(0.5, "Adam beta2")
+    eps: float = _f(1e-8, "Adam epsilon")
+    optimizer: Literal["adam", "sparse_adam"] = _f(
+        "adam",
+        "adam: dense Adam (fused on CUDA; the reference); sparse_adam: lazy row-wise Adam on the embeddings "
+        "(only rows in the batch are updated) + Adam on the MLP",
+    )
+    # evaluation
+    topk: int = _f(10, "K of HR@K and NDCG@K", "-k")
+    valid_batch_size: int = _f(2**20, "evaluation chunk size (candidate rows) per device")
+    threshold: float = _f(
+        1.0, "stop early once HR@K >= threshold (1.0 never stops; 0.9562 is the ml-20m target)", "-t"
+    )
+    # runtime
+    seed: int | None = _f(None, "random seed; None draws one (logged, and stored in checkpoints)", "-s")
+    amp: bool = _f(False, "mixed precision autocast (bf16 where supported, else fp16 with loss scaling)")
+    amp_dtype: Literal["auto", "bfloat16", "float16"] = _f("auto", "autocast dtype when --amp is on")
+    compile: bool = _f(False, "torch.compile the model (CUDA or CPU with a C++ compiler)")
+    device: Literal["auto", "cpu", "cuda"] = _f(
+        "auto", "auto = the local rank's GPU when CUDA is present, else CPU"
+    )
+    checkpoint_dir: Path | None = _f(
+        None, "where last.pt (every epoch, for resuming) and best.pt (best HR) go"
+    )
+    resume: bool = _f(True, "resume from <checkpoint_dir>/last.pt when it exists")
+    load_checkpoint_path: Path | None = _f(None, "start from these model weights (no optimizer state)")
+    log_path: Path | None = _f(Path("log.json"), "DLLogger JSON log (rank 0 only)")
+    progress: bool = _f(True, "show tqdm progress bars on rank 0")
+
+    def validate(self) -> None:
+        positive = {
+            "factors": self.factors, "epochs": self.epochs, "batch_size": self.batch_size,
+            "grads_accumulated": self.grads_accumulated, "topk": self.topk,
+            "valid_batch_size": self.valid_batch_size, "learning_rate": self.learning_rate, "eps": self.eps,
+        }  # fmt: skip
+        bad = [f"{k}={v}" for k, v in positive.items() if v <= 0]
+        if bad:
+            raise ValueError(f"must be positive: {', '.join(bad)}")
+        if self.negative_samples < 0:
+            raise ValueError(f"negative_samples must be >= 0, got {self.negative_samples}")
+        if not self.layers or self.layers[0] % 2 or min(self.layers) <= 0:
+            raise ValueError(f"layers must be positive with an even first size, got {self.layers}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

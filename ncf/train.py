@@ -1,0 +1,258 @@
+"""Train NeuMF on a prepared dataset (ncf.prepare_data output; MovieLens-20M by default settings).
+
+  1 GPU / CPU : python -m ncf.train --data /data/cache/ml-20m --checkpoint_dir runs/ncf
+  8 GPUs      : torchrun --nproc_per_node=8 -m ncf.train --data /data/cache/ml-20m --amp
+  CPU smoke   : python -m ncf.train --config ncf/configs/tiny.yaml --data /tmp/tiny
+
+A run with --checkpoint_dir writes last.pt every epoch and best.pt at the best HR@K; started again with the
+same flags it resumes from last.pt and ends with the same metrics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from common import amp as amp_lib
+from common import checkpoint, config, distributed
+from common.feature_spec import FeatureSpecError
+from common.logging import JsonLogger
+from ncf import data as ncf_data
+from ncf.config import NcfConfig
+from ncf.evaluate import evaluate
+from ncf.model import NeuMF, NeuMFSizes
+
+METRICS = {  # the reference's names (ncf.md §3.7), plus ndcg@K which it computed but never logged
+    "train_throughput": {"unit": "samples/s", "format": ":.3e"},
+    "eval_throughput": {"unit": "samples/s", "format": ":.3e"},
+    "best_train_throughput": {"unit": "samples/s"},
+    "best_eval_throughput": {"unit": "samples/s"},
+    "mean_train_throughput": {"unit": "samples/s"},
+    "mean_eval_throughput": {"unit": "samples/s"},
+    "train_epoch_time": {"unit": "s", "format": ":.3f"},
+    "validation_epoch_time": {"unit": "s", "format": ":.3f"},
+    "time_to_target": {"unit": "s"},
+    "time_to_best_model": {"unit": "s"},
+    "hr@10": {"format": ":.5f"},
+    "ndcg@10": {"format": ":.5f"},
+    "validation_loss": {"format": ":.5f"},
+    "train_loss": {"format": ":.5f"},
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """Independent, reproducible seeds per (epoch, stream): a resumed epoch replays exactly, whatever RNG
+    use came before it, so resuming needs no per-rank RNG state."""
+    return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
+
+
+def build_optimizers(model: NeuMF, cfg: NcfConfig, device: torch.device) -> list[torch.optim.Optimizer]:
+    """Dense Adam (fused: the reference's apex FusedAdam on CUDA; torch's fused CPU kernel is faster than
+    foreach too), or lazy row-wise Adam on the tables (SparseAdam) + Adam on the MLP."""
+    kw = {"lr": cfg.learning_rate, "betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps}
+    if cfg.optimizer == "adam":
+        return [torch.optim.Adam(model.parameters(), fused=True, **kw)]
+    tables = [model.user_embedding.weight, model.item_embedding.weight]
+    dense = [p for p in model.parameters() if all(p is not t for t in tables)]
+    return [torch.optim.SparseAdam(tables, **kw), torch.optim.Adam(dense, fused=True, **kw)]
+
+
+def train_one_epoch(
+    train_model, batches, optimizers, amp, accumulate: int, steps: int, show: bool
+) -> torch.Tensor:
+    """Mean training loss of the epoch (a device tensor: no host sync per step).
+
+    Each micro-batch loss is a mean and gradients of `accumulate` micro-batches are summed (reference
+    semantics); leftover micro-batches that cannot fill an optimizer step are skipped.
+    """
+    total = torch.zeros((), dtype=torch.float64, device=next(train_model.parameters()).device)
+    used = (steps // accumulate) * accumulate
+    for step, batch in enumerate(tqdm(batches, total=steps, disable=not show, leave=False, desc="train")):
+        if step >= used:
+            break
+        last = (step + 1) % accumulate == 0
+        sync = (
+            contextlib.nullcontext() if last or not hasattr(train_model, "no_sync") else train_model.no_sync()
+        )
+        with sync:
+            with amp.autocast():
+                logits = train_model(batch.users, batch.items)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
+            amp.backward(loss)
+        total += loss.detach()
+        if last:
+            amp.step(*optimizers)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+    return total / max(used, 1)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    cfg = config.parse(NcfConfig, argv, prog="python -m ncf.train", description=__doc__.split("\n\n")[0])
+    if cfg.data is None:
+        sys.exit("error: --data is required (a directory written by python -m ncf.prepare_data)")
+    env = distributed.init(cfg.device)
+    if cfg.batch_size % env.world_size:
+        sys.exit(
+            f"error: --batch_size {cfg.batch_size} is global and must be divisible by {env.world_size} ranks"
+        )
+    if cfg.optimizer == "sparse_adam" and env.distributed:
+        sys.exit("error: --optimizer sparse_adam is single-process only (DDP all-reduces dense gradients)")
+    last_path = cfg.checkpoint_dir / "last.pt" if cfg.checkpoint_dir else None
+    resume_from = checkpoint.load(last_path) if last_path and cfg.resume and last_path.is_file() else None
+    seed = _pick_seed(cfg.seed, resume_from, env)
+    log = JsonLogger(cfg.log_path, enabled=env.is_main, metadata=METRICS)
+    log.parameters(
+        {**config.to_dict(cfg), "seed": seed, "world_size": env.world_size, "device": str(env.device)}
+    )
+
+    try:
+        data = ncf_data.load(cfg.data, cfg.feature_spec_file, env.device)
+    except (FeatureSpecError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    torch.manual_seed(seed)
+    sizes = NeuMFSizes(data.num_users, data.num_items, cfg.factors, tuple(cfg.layers), cfg.dropout)
+    model = NeuMF(sizes, sparse=cfg.optimizer == "sparse_adam", byte_dropout=env.device.type == "cpu").to(
+        env.device
+    )
+    if cfg.load_checkpoint_path is not None:
+        checkpoint.restore(checkpoint.load(cfg.load_checkpoint_path), model, restore_rng=False)
+    train_model = distributed.wrap_ddp(torch.compile(model) if cfg.compile else model, env)
+    optimizers = build_optimizers(model, cfg, env.device)
+    amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype)
+
+    state = {"epoch": 0, "history": [], "best": {}, "elapsed": 0.0}
+    if resume_from is not None:
+        progress = checkpoint.restore(
+            resume_from, model, _MultiOptimizer(optimizers), amp.scaler, restore_rng=False
+        )
+        state = {key: progress[key] for key in state}
+        if env.is_main:
+            print(f"resuming from {last_path} after epoch {state['epoch']}", file=sys.stderr)
+    clock0 = time.time() - state["elapsed"]  # elapsed time continues across resumes
+    steps = ncf_data.steps_per_epoch(data.train_users.numel(), cfg.negative_samples, cfg.batch_size)
+    if steps < cfg.grads_accumulated:
+        sys.exit(
+            f"error: {steps} steps per epoch < --grads_accumulated {cfg.grads_accumulated}; lower --batch_size"
+        )
+    k = cfg.topk
+    for epoch in range(state["epoch"], cfg.epochs):
+        if state["best"].get(f"hr@{k}", -1.0) >= cfg.threshold:
+            break
+        gen = torch.Generator(device=env.device).manual_seed(epoch_seed(seed, epoch, 0))
+        torch.manual_seed(epoch_seed(seed, epoch, 1 + env.rank))  # dropout masks differ per rank
+        _sync(env.device)
+        t0 = time.perf_counter()
+        batches = ncf_data.epoch_batches(
+            data, cfg.negative_samples, cfg.batch_size, env.rank, env.world_size, gen
+        )
+        loss = train_one_epoch(
+            train_model, batches, optimizers, amp, cfg.grads_accumulated, steps, cfg.progress and env.is_main
+        )
+        loss = float(distributed.all_reduce_sum(loss, env)) / env.world_size
+        _sync(env.device)
+        t1 = time.perf_counter()
+        result = evaluate(model, data, env, k, cfg.valid_batch_size)
+        _sync(env.device)
+        t2 = time.perf_counter()
+        record = {
+            "train_throughput": data.train_users.numel() * (1 + cfg.negative_samples) / (t1 - t0),
+            f"hr@{k}": result[f"hr@{k}"],
+            f"ndcg@{k}": result[f"ndcg@{k}"],
+            "train_epoch_time": t1 - t0,
+            "validation_epoch_time": t2 - t1,
+            "eval_throughput": data.test_items.numel() / (t2 - t1),
+            "validation_loss": result["validation_loss"],
+            "train_loss": loss,
+        }
+        log.log([epoch], record)
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        state["elapsed"] = time.time() - clock0
+        if record[f"hr@{k}"] > state["best"].get(f"hr@{k}", -1.0):
+            state["best"] = {**record, "epoch": epoch, "time": state["elapsed"]}
+            _save(cfg, env, "best.pt", model, sizes, seed, state)
+        _save(cfg, env, "last.pt", model, sizes, seed, state, optimizers, amp)
+    summary = _summary(state, k, time.time() - clock0)
+    log.summary(summary)
+    log.close()
+    distributed.shutdown(env)
+    return summary
+
+
+def _save(cfg, env, name, model, sizes, seed, state, optimizers=None, amp=None) -> None:
+    """Rank 0 writes; optimizer states go in last.pt (resume), best.pt holds the weights to deploy."""
+    if cfg.checkpoint_dir is None or not env.is_main:
+        return
+    extra = {}
+    if optimizers is not None:
+        extra = {"optimizer": _MultiOptimizer(optimizers), "scaler": amp.scaler}
+    progress = {
+        "epoch": state["epoch"],
+        "history": state["history"],
+        "best": state["best"],
+        "elapsed": state["elapsed"],
+    }
+    checkpoint.save(cfg.checkpoint_dir / name, model=model, hyperparams=sizes.as_dict(),
+                    config={**config.to_dict(cfg), "seed": seed}, progress=progress, **extra)  # fmt: skip
+
+
+def _pick_seed(requested: int | None, resume_from: dict | None, env) -> int:
+    """The flag, else the resumed run's seed, else a fresh random one; identical on every rank."""
+    saved = resume_from["config"].get("seed") if resume_from is not None else None
+    if requested is not None and saved is not None and requested != saved:
+        sys.exit(f"error: the checkpoint to resume was written with --seed {saved}, not {requested}; "
+                 "use the same seed, or --no-resume")  # fmt: skip
+    seed = requested if requested is not None else saved if saved is not None else secrets.randbelow(2**31)
+    return int(distributed.broadcast_(torch.tensor(seed, device=env.device), env))
+
+
+class _MultiOptimizer:
+    """Lets checkpoint.save/restore treat a list of optimizers (sparse + dense) as one state dict."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    def state_dict(self) -> dict:
+        return {str(i): opt.state_dict() for i, opt in enumerate(self.optimizers)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for i, opt in enumerate(self.optimizers):
+            opt.load_state_dict(state[str(i)])
+
+
+def _summary(state: dict, k: int, total_time: float) -> dict[str, float]:
+    history, best = state["history"], state["best"]
+    if not history:
+        return {}
+    mean = lambda key: sum(h[key] for h in history) / len(history)  # noqa: E731
+    return {
+        "best_train_throughput": max(h["train_throughput"] for h in history),
+        "best_eval_throughput": max(h["eval_throughput"] for h in history),
+        "mean_train_throughput": mean("train_throughput"),
+        "mean_eval_throughput": mean("eval_throughput"),
+        "best_accuracy": best[f"hr@{k}"],
+        f"hr@{k}": best[f"hr@{k}"],
+        f"ndcg@{k}": best[f"ndcg@{k}"],
+        "best_epoch": best["epoch"],
+        "time_to_target": total_time,
+        "time_to_best_model": best["time"],
+        "validation_loss": history[-1]["validation_loss"],
+        "train_loss": history[-1]["train_loss"],
+        "epochs": len(history),
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,591 @@
+"""Turn a MovieLens (or bring-your-own) ratings file into NCF's leave-one-out train/test npy dataset.
+
+  ml-20m zip : python -m ncf.prepare_data --input /data/ml-20m/ml-20m.zip --output /data/cache/ml-20m
+  ml-1m dir  : python -m ncf.prepare_data --input /data/ml-1m --output /data/cache/ml-1m
+  BYO csv    : python -m ncf.prepare_data --input events.csv --format csv --header --output /data/cache/byo
+
+Layouts: ratings.dat (user::item::rating::ts, ml-1m/ml-10m), ratings.csv with header
+userId,movieId,rating,timestamp (ml-20m/ml-25m/latest), u.data (tab-separated, ml-100k), and a generic
+user,item,timestamp CSV (--format csv). Output (see write_dataset): train_data_{0,1}.npy,
+test_data_{0,1}.npy, user_ids.npy, item_ids.npy and feature_spec.yaml, published atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from common.feature_spec import FeatureSpec, FeatureSpecError
+
+RATINGS_FILES = ("ratings.csv", "ratings.dat", "u.data")
+ML_CSV_HEADER = b"userId,movieId,rating,timestamp"
+FORMATS = ("auto", "ml-dat", "ml-csv", "ml-100k", "csv")
+_LAYOUT_HELP = (
+    "looked for: a '::'-separated user::item::rating::timestamp line (ratings.dat, ml-1m/ml-10m), "
+    f"the header '{ML_CSV_HEADER.decode()}' (ratings.csv, ml-20m/ml-25m/latest), a tab-separated "
+    "user item rating timestamp line (u.data, ml-100k); for a user,item,timestamp CSV pass --format csv "
+    "(plus --header if line 1 is a header)"
+)
+
+
+class PrepareDataError(ValueError):
+    """Bad input or output: one message naming the file (and line), printed by main without a traceback."""
+
+
+# ---- csv parsing (shared with ncf.transcode) ----------------------------------------------------
+
+_BOM = b"\xef\xbb\xbf"
+_ARROW_TYPES = {"int": pa.int64(), "float": pa.float64()}
+_PATTERNS = {  # what the slow path accepts; 18 digits always fit int64
+    "int": (r"^\s*[+-]?\d{1,18}\s*$", "an integer"),
+    "float": (r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$", "a number"),
+}
+
+
+def _span(data: bytes) -> tuple[int, int]:
+    """Content bounds without the UTF-8 BOM and trailing newlines (which would read as empty rows)."""
+    start, end = (3 if data.startswith(_BOM) else 0), len(data)
+    while end > start and data[end - 1] in b"\r\n":
+        end -= 1
+    return start, end
+
+
+def _arrow_read(
+    buf: pa.Buffer, sep: str, columns: tuple[str, ...], types: dict, header: bool, threads: bool
+) -> pa.Table:
+    """Threads only for big inputs: a failed threaded read leaves tasks in flight, and exiting right after
+    it can abort the process (apache/arrow#43604, #39862; seen here with torch imported, ~1 in 4 runs)."""
+    read = pacsv.ReadOptions(
+        column_names=list(columns), skip_rows=int(header), block_size=1 << 22, use_threads=threads
+    )
+    # No quoting (ratings files never quote) and no skipped blank lines, so row i is line i + 1 (+ header).
+    parse = pacsv.ParseOptions(delimiter=sep, quote_char=False, ignore_empty_lines=False)
+    convert = pacsv.ConvertOptions(
+        column_types=types, include_columns=list(types), null_values=[], strings_can_be_null=False
+    )
+    return pacsv.read_csv(pa.BufferReader(buf), read, parse, convert)
+
+
+def parse_csv(
+    data: bytes, source: str, columns: tuple[str, ...], kinds: dict, sep: str = ",", header: bool = False
+) -> dict[str, np.ndarray]:
+    """Parse the `kinds` columns ("int" -> int64, "float" -> float64) of a headerless-or-not delimited file.
+
+    Fast path: typed, multi-threaded pyarrow parse. Only if it fails, a vectorised diagnosis finds the
+    FIRST bad line (field count, or a value that is not an integer/number) and raises naming it.
+    """
+    shown = sep
+    if len(sep) > 1:  # '::' (ratings.dat): a C-speed byte replace, not pandas' python engine (minutes)
+        data, sep = data.replace(sep.encode(), b"\t"), "\t"
+    start, end = _span(data)
+    if start == end:
+        raise PrepareDataError(f"{source}: file is empty")
+    if header and data.find(b"\n", start, end) < 0:
+        raise PrepareDataError(f"{source}: only a header line, no data rows")
+    buf = pa.py_buffer(data).slice(start, end - start)  # zero-copy
+    types = {name: _ARROW_TYPES[kind] for name, kind in kinds.items()}
+    try:
+        table = _arrow_read(buf, sep, columns, types, header, threads=len(buf) > 1 << 24)
+    except pa.ArrowInvalid:
+        table = _diagnose(buf, source, sep, shown, columns, kinds, header)
+    out = {}
+    for name in kinds:  # one column at a time, so the table's copy is released as we go
+        out[name] = table.column(name).to_numpy()
+        table = table.drop_columns([name])
+    return out
+
+
+def _diagnose(
+    buf: pa.Buffer, source: str, sep: str, shown: str, columns: tuple, kinds: dict, header: bool
+) -> pa.Table:
+    """Raise for the first bad line, or return the table if every value passes (e.g. padded with spaces)."""
+    arr = np.frombuffer(buf, np.uint8)
+    ends = np.append(np.flatnonzero(arr == 10), len(arr))
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    delims = np.flatnonzero(arr == ord(sep))
+    fields = np.searchsorted(delims, ends) - np.searchsorted(delims, starts) + 1
+    first = int(header)
+    bad_width = np.flatnonzero(fields[first:] != len(columns)) + first
+    limit = int(starts[bad_width[0]]) if bad_width.size else len(buf)  # values above it are checked first
+    table, worst = None, None
+    if limit > (starts[1] if header else 0):
+        strings = dict.fromkeys(kinds, pa.string())
+        try:
+            table = _arrow_read(buf.slice(0, limit), sep, columns, strings, header, threads=False)
+        except pa.ArrowInvalid as err:
+            raise PrepareDataError(f"{source}: cannot parse: {err}") from None
+        for name, kind in kinds.items():
+            ok = pc.match_substring_regex(table.column(name), _PATTERNS[kind][0]).to_numpy(
+                zero_copy_only=False
+            )
+            if not ok.all() and (worst is None or np.argmin(ok) < worst[0]):
+                worst = (int(np.argmin(ok)), name, kind)
+    if worst is not None:
+        row, name, kind = worst
+        value = table.column(name)[row].as_py()
+        raise PrepareDataError(
+            f"{source} line {row + 1 + first}: {name} {value!r} is not {_PATTERNS[kind][1]}"
+        )
+    if bad_width.size:
+        line = int(bad_width[0])
+        text = bytes(buf.slice(int(starts[line]), int(ends[line] - starts[line]))).decode(errors="replace")
+        text = text.rstrip("\r").replace(sep, shown)
+        raise PrepareDataError(
+            f"{source} line {line + 1}: expected {len(columns)} fields ({','.join(columns)}) separated by "
+            f"{shown!r}, found {fields[line]}: {text[:100]!r}"
+        )
+    try:  # every value is well formed (pyarrow refused e.g. padding spaces): convert the strings
+        trimmed = {name: pc.utf8_trim_whitespace(table.column(name)) for name in kinds}
+        return pa.table({name: pc.cast(trimmed[name], _ARROW_TYPES[kind]) for name, kind in kinds.items()})
+    except pa.ArrowInvalid as err:
+        raise PrepareDataError(f"{source}: cannot parse: {err}") from None
+
+
+@dataclass
+class Ratings:
+    """Raw interactions in file order (int64 arrays); `source` names the file in messages."""
+
+    user: np.ndarray
+    item: np.ndarray
+    timestamp: np.ndarray
+    layout: str
+    source: str
+
+
+@dataclass
+class Dataset:
+    """Leave-one-out split on dense ids. train: int32 [N, 2] (user, item) by user then time;
+    test: int32 [U, 2], one latest positive per user, users ascending; *_ids: dense id -> raw id."""
+
+    train: np.ndarray
+    test: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    dropped_users: int = 0
+    duplicates: int = 0
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+
+def _pick(candidates: list[str], where: str) -> str:
+    """The ratings file closest to the top (depth 0, then 1); two at the same depth is ambiguous."""
+    for depth in (0, 1):
+        found = [c for c in candidates if c.count("/") == depth and c.rsplit("/", 1)[-1] in RATINGS_FILES]
+        if len(found) > 1:
+            raise PrepareDataError(f"{where}: several ratings files {sorted(found)}; pass one with --input")
+        if found:
+            return found[0]
+    raise PrepareDataError(
+        f"{where}: no ratings file; looked for {', '.join(RATINGS_FILES)} at top level or one folder down"
+    )
+
+
+def _load_bytes(path: Path) -> tuple[bytes, str]:
+    """The ratings bytes and a display name; zip members are read in memory, never extracted."""
+    if not path.exists():
+        raise PrepareDataError(f"{path}: input does not exist")
+    if path.is_dir():
+        found = [p.relative_to(path).as_posix() for p in [*path.glob("*"), *path.glob("*/*")] if p.is_file()]
+        file = path / _pick(found, str(path))
+        return file.read_bytes(), str(file)
+    if path.suffix.lower() == ".zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = [
+                    n for n in archive.namelist() if not n.endswith("/") and not n.startswith("__MACOSX")
+                ]
+                member = _pick(names, str(path))
+                return archive.read(member), f"{path}:{member}"
+        except zipfile.BadZipFile as err:
+            raise PrepareDataError(f"{path}: not a valid zip archive ({err})") from err
+    return path.read_bytes(), str(path)
+
+
+def detect_layout(first_line: bytes, source: str) -> str:
+    """MovieLens layout from line 1 alone; the generic csv layout is never guessed (explicit --format)."""
+    line = first_line.removeprefix(_BOM).rstrip(b"\r")
+    if b"::" in line:
+        return "ml-dat"
+    if line == ML_CSV_HEADER:
+        return "ml-csv"
+    if line.count(b"\t") == 3:
+        return "ml-100k"
+    raise PrepareDataError(
+        f"{source} line 1: unknown layout ({line[:80].decode(errors='replace')!r}); {_LAYOUT_HELP}"
+    )
+
+
+def read_ratings(path: str | os.PathLike, fmt: str = "auto", header: bool | None = None) -> Ratings:
+    """Parse user, item, timestamp (int64) in file order; ratings are dropped (implicit feedback).
+
+    `header` only applies to --format csv (default: no header). DLE's load_unknown always skipped line 1
+    of a BYO csv, silently losing a data row of headerless files (ncf.md 1.1); here the caller says.
+    """
+    if fmt not in FORMATS:
+        raise PrepareDataError(f"unknown --format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    data, source = _load_bytes(Path(path))
+    start, end = _span(data)
+    if start == end:
+        raise PrepareDataError(f"{source}: file is empty")
+    newline = data.find(b"\n", start, end)
+    first = data[start : end if newline < 0 else newline].rstrip(b"\r")
+    layout = detect_layout(first, source) if fmt == "auto" else fmt
+    if layout == "ml-csv" and first != ML_CSV_HEADER:
+        raise PrepareDataError(
+            f"{source} line 1: expected the header '{ML_CSV_HEADER.decode()}', "
+            f"found {first[:80].decode(errors='replace')!r}"
+        )
+    columns = ("user", "item", "timestamp") if layout == "csv" else ("user", "item", "rating", "timestamp")
+    sep = {"ml-dat": "::", "ml-100k": "\t"}.get(layout, ",")
+    skip = layout == "ml-csv" or (layout == "csv" and bool(header))
+    arrays = parse_csv(data, source, columns, dict.fromkeys(("user", "item", "timestamp"), "int"), sep, skip)
+    return Ratings(arrays["user"], arrays["item"], arrays["timestamp"], layout, source)
+
+
+# ---- transforming --------------------------------------------------------------------------------
+
+
+def build_dataset(ratings: Ratings, min_ratings: int = 20) -> Dataset:
+    """Filter, remap, sort, dedup and split (ncf.md 1.2 steps 2-6, with the fixes of section 9)."""
+    codes, uniques = pd.factorize(ratings.user)  # dense ids by first appearance, like DLE's factorize
+    raw_counts = np.bincount(codes)
+    kept = raw_counts >= min_ratings  # counted on raw rows, before dedup (the 2019 DLE / paper filter)
+    if not kept.any():
+        raise PrepareDataError(
+            f"{ratings.source}: no user left after filtering: none of {len(uniques)} users has {min_ratings} or "
+            f"more ratings (max {raw_counts.max()}); lower --min_ratings"
+        )
+    users, raw_items, ts = codes, ratings.item, ratings.timestamp
+    if not kept.all():  # whole users go, so renumbering kept users keeps first-appearance order
+        rows = kept[codes]
+        users, raw_items, ts = (np.cumsum(kept) - 1)[codes[rows]], raw_items[rows], ts[rows]
+    user_ids, kept_codes = uniques[kept], np.flatnonzero(kept)
+    items, item_ids = pd.factorize(raw_items)  # after the filter: items of dropped users do not exist
+    num_users, num_items = len(user_ids), len(item_ids)
+    if max(num_users, num_items) >= 2**31:
+        raise PrepareDataError(
+            f"{ratings.source}: {num_users} users / {num_items} items do not fit int32 ids"
+        )
+
+    # DLE sorted by time with pandas' default quicksort, which is NOT stable: ties on equal timestamps
+    # went arbitrarily (ncf.md 1.2 step 4, section 9). We sort (user, time) with a stable sort, so ties
+    # keep raw file order: of two ratings with the same latest timestamp the later line is the test item.
+    ts_min, span = int(ts.min()), int(ts.max()) - int(ts.min()) + 1
+    if num_users * span < 2**63:
+        key = ts - ts_min  # in place below: this runs on 20M rows at ml-20m
+        key += users.astype(np.int64) * span
+        order = np.argsort(key, kind="stable")
+        del key
+    else:
+        order = np.lexsort((ts, users))
+    users, items = users[order], items[order]
+    del order
+
+    # Dedup (user, item) keeping the earliest (DLE's drop_duplicates after the time sort): a stable sort
+    # of the pair keys leaves the earliest copy first, every later copy is flagged.
+    pairs = users.astype(np.int64) * num_items + items
+    by_pair = np.argsort(pairs, kind="stable")
+    sorted_pairs = pairs[by_pair]
+    later_copy = by_pair[1:][sorted_pairs[1:] == sorted_pairs[:-1]]
+    del pairs, by_pair, sorted_pairs
+    if later_copy.size:
+        keep = np.ones(len(users), bool)
+        keep[later_copy] = False
+        users, items = users[keep], items[keep]
+
+    per_user = np.bincount(users, minlength=num_users)
+    single = np.flatnonzero(per_user < 2)
+    if single.size:
+        u = single[0]
+        raise PrepareDataError(
+            f"{ratings.source}: user {user_ids[u]} has a single distinct item after filtering and dedup "
+            f"({raw_counts[kept_codes[u]]} rating(s)); leave-one-out needs one to test and one to train "
+            f"({single.size} such user(s)); use --min_ratings 2 or more"
+        )
+    last = np.ones(len(users), bool)  # rows are grouped by user: the last row of a group is its latest
+    last[:-1] = users[1:] != users[:-1]
+    train, test = np.empty((len(users) - num_users, 2), np.int32), np.empty((num_users, 2), np.int32)
+    train[:, 0], train[:, 1], test[:, 0], test[:, 1] = users[~last], items[~last], users[last], items[last]
+    return Dataset(train, test, user_ids, item_ids, int((~kept).sum()), int(later_copy.size))
+
+
+def sample_test_negatives(
+    train: np.ndarray,
+    test_users: np.ndarray,
+    num_items: int,
+    num_negatives: int,
+    seed: int = 1,
+    max_rounds: int = 64,
+) -> np.ndarray:
+    """int32 [len(test_users), num_negatives]: uniform items in [0, num_items), with replacement, never a
+    training positive of that row's user.
+
+    Reference semantics (ncf.md 1.4): only TRAIN positives are excluded, so the held-out item itself may
+    be drawn; the evaluator masks such duplicates (ncf.md 4.2), and excluding it would raise HR slightly.
+    One series per test row, not per user-id range, so sparse or test-only users cannot misalign
+    the lengths (DLE#987). Rejection sampling, vectorised: draw everything, redraw only the rejected
+    slots. After `max_rounds`, the few slots left (users who trained on most items) are drawn exactly
+    from their complement, so termination never depends on luck.
+    """
+    rng = np.random.default_rng(seed)
+    test_users = np.asarray(test_users, np.int64)
+    keys = np.sort(train[:, 0].astype(np.int64) * num_items + train[:, 1])  # sorted train pair keys
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]  # np.unique hashes first: 20x slower
+    seen = np.bincount(keys // num_items, minlength=int(test_users.max(initial=-1)) + 1)[test_users]
+    if num_negatives and (seen >= num_items).any():
+        r = int(np.argmax(seen >= num_items))
+        raise PrepareDataError(
+            f"user {test_users[r]} trained on all {num_items} items: no test negative can be drawn for it"
+        )
+    users = np.repeat(test_users, num_negatives)
+    items = rng.integers(0, num_items, size=users.size)
+    pending = np.arange(users.size)
+    for _ in range(max_rounds):
+        if not (pending.size and keys.size):
+            break
+        wanted = users[pending] * num_items + items[pending]
+        pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
+        pending = pending[keys[pos] == wanted]
+        items[pending] = rng.integers(0, num_items, size=pending.size)
+    if pending.size and keys.size:
+        for user in np.unique(users[pending]):  # only near-saturated users reach this loop
+            slots = pending[users[pending] == user]
+            lo, hi = np.searchsorted(keys, [user * num_items, (user + 1) * num_items])
+            allowed = np.setdiff1d(np.arange(num_items), keys[lo:hi] - user * num_items)
+            items[slots] = rng.choice(allowed, size=slots.size)
+    return items.astype(np.int32).reshape(len(test_users), num_negatives)
+
+
+def candidate_series(test: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Series of neg+1 rows per test row, positive FIRST (current DLE): int32 [U*(neg+1), 2], float32 labels."""
+    num, per = len(test), negatives.shape[1] + 1
+    pairs = np.empty((num, per, 2), np.int32)
+    pairs[:, :, 0] = test[:, :1]
+    pairs[:, 0, 1] = test[:, 1]
+    pairs[:, 1:, 1] = negatives
+    labels = np.zeros((num, per), np.float32)
+    labels[:, 0] = 1.0
+    return pairs.reshape(-1, 2), labels.reshape(-1)
+
+
+# ---- writing -------------------------------------------------------------------------------------
+
+DATA_FILES = ("train_data_0.npy", "train_data_1.npy", "test_data_0.npy", "test_data_1.npy")
+
+
+def ncf_spec(
+    names: tuple[str, str, str],
+    cardinalities: tuple[int, int],
+    metadata: dict,
+    channel_spec: dict | None = None,
+) -> dict:
+    """The NCF FeatureSpec (ncf.md 1.6) for the npy files of DATA_FILES: int32 ids, float32 labels."""
+    user, item, label = names
+    chunks = {
+        mapping: [
+            {"type": "npy", "features": [user, item], "files": [f"{mapping}_data_0.npy"]},
+            {"type": "npy", "features": [label], "files": [f"{mapping}_data_1.npy"]},
+        ]
+        for mapping in ("train", "test")
+    }
+    return {
+        "feature_spec": {
+            user: {"dtype": "int32", "cardinality": int(cardinalities[0])},
+            item: {"dtype": "int32", "cardinality": int(cardinalities[1])},
+            label: {"dtype": "float32"},
+        },
+        "source_spec": chunks,
+        "channel_spec": channel_spec or {"user_ch": [user], "item_ch": [item], "label_ch": [label]},
+        "metadata": metadata,
+    }
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Fail before any work when publishing would fail anyway."""
+    if output.exists() and not output.is_dir():
+        raise PrepareDataError(f"{output}: output exists and is not a directory")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise PrepareDataError(
+            f"{output}: output directory exists and is not empty; pass --overwrite to replace it"
+        )
+
+
+def publish(
+    output: str | os.PathLike, arrays: dict[str, np.ndarray], spec: dict, overwrite: bool = False
+) -> Path:
+    """Write npy files + feature_spec.yaml into a temp sibling, validate, then rename it to `output`.
+
+    Readers never see a half-written dataset and a failed run leaves neither `output` nor the temp dir.
+    """
+    output = Path(output).absolute()
+    check_output(output, overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes 0700; datasets are shared
+        for name, array in arrays.items():
+            np.save(tmp / name, array)
+        FeatureSpec.from_dict(spec, tmp).to_yaml(tmp / "feature_spec.yaml")
+        FeatureSpec.from_yaml(tmp / "feature_spec.yaml")  # structural check, files included
+        check_output(output, overwrite)
+        if output.is_dir() and not any(output.iterdir()):
+            output.rmdir()
+        if output.exists():  # --overwrite: swap, then delete the old copy
+            old = output.with_name(f".{output.name}.old-{os.getpid()}")
+            os.rename(output, old)
+            os.rename(tmp, output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output
+
+
+def write_dataset(
+    output: str | os.PathLike,
+    dataset: Dataset,
+    negatives: np.ndarray,
+    metadata: dict,
+    overwrite: bool = False,
+) -> Path:
+    """Publish the npy dataset: train/test (user, item) int32 [N, 2] + float32 labels [N], raw id maps."""
+    pairs, labels = candidate_series(dataset.test, negatives)
+    arrays = dict(zip(DATA_FILES, (dataset.train, np.ones(len(dataset.train), np.float32), pairs, labels)))
+    arrays |= {
+        "user_ids.npy": dataset.user_ids.astype(np.int64),
+        "item_ids.npy": dataset.item_ids.astype(np.int64),
+    }
+    metadata = {
+        "test_samples_per_series": negatives.shape[1] + 1,
+        **metadata,
+        "users": dataset.num_users,
+        "items": dataset.num_items,
+        "train_rows": len(dataset.train),
+        "user_ids": "user_ids.npy",
+        "item_ids": "item_ids.npy",
+    }
+    spec = ncf_spec(("user", "item", "label"), (dataset.num_users, dataset.num_items), metadata)
+    return publish(output, arrays, spec, overwrite)
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+
+def _log(message: str, since: float) -> float:
+    """One progress line on stderr with the step's wall time; returns now, the next step's start."""
+    now = time.perf_counter()
+    print(f"ncf.prepare_data: {message} [{now - since:.1f} s]", file=sys.stderr)
+    return now
+
+
+def _dataset_name(path: Path) -> str:
+    if path.is_file() and path.name in RATINGS_FILES:
+        return path.parent.name
+    return path.stem if path.suffix.lower() == ".zip" else path.name
+
+
+_FLAGS: list[tuple[str, dict]] = [
+    ("--input", {"type": Path, "required": True, "help": "ratings file, a directory holding one (at top "
+     "level or one folder down), or a MovieLens .zip (read in memory)"}),
+    ("--output", {"type": Path, "required": True, "help": "dataset directory to create, atomically"}),
+    ("--format", {"choices": FORMATS, "default": "auto", "help": "input layout; auto recognises the "
+     "MovieLens ones from line 1 (default: auto)"}),
+    ("--header", {"action": argparse.BooleanOptionalAction, "default": None,
+                  "help": "--format csv only: line 1 is a header (default: no header)"}),
+    ("--valid_negative", {"type": int, "default": 100, "help": "test negatives per user, 0 allowed (default: 100)"}),
+    ("--seed", {"type": int, "default": 1, "help": "seed of the test-negative sampler (default: 1)"}),
+    ("--min_ratings", {"type": int, "default": 20, "help": "drop users with fewer raw ratings (default: 20)"}),
+    ("--overwrite", {"action": "store_true", "help": "replace a non-empty --output (default: refuse)"}),
+]  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m ncf.prepare_data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for flag, options in _FLAGS:
+        parser.add_argument(flag, **options)
+    args = parser.parse_args(argv)
+    if args.valid_negative < 0 or args.min_ratings < 1:
+        parser.error("--valid_negative must be >= 0 and --min_ratings >= 1")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    """The whole pipeline; each step is logged with its time."""
+    start = step = time.perf_counter()
+    check_output(args.output.absolute(), args.overwrite)
+    ratings = read_ratings(args.input, args.format, args.header)
+    step = _log(f"read {ratings.source} ({ratings.layout} layout): {len(ratings.user)} ratings", step)
+    layout = ratings.layout
+    dataset = build_dataset(ratings, args.min_ratings)
+    del ratings  # the raw columns are no longer needed: lower peak memory for what follows
+    users, items, train_rows = dataset.num_users, dataset.num_items, len(dataset.train)
+    step = _log(
+        f"filter/remap/sort/dedup/split: {users} users ({dataset.dropped_users} with < {args.min_ratings} "
+        f"ratings dropped), {items} items, {dataset.duplicates} duplicate pairs dropped",
+        step,
+    )
+    negatives = sample_test_negatives(
+        dataset.train, dataset.test[:, 0], items, args.valid_negative, args.seed
+    )
+    step = _log(f"test negatives: {args.valid_negative} per user", step)
+    metadata = {"valid_negative": args.valid_negative, "seed": args.seed, "min_ratings": args.min_ratings}
+    metadata |= {"source": str(args.input.absolute()), "layout": layout}
+    output = write_dataset(args.output, dataset, negatives, metadata, args.overwrite)
+    _log(f"write {output}", step)
+    seconds, series = time.perf_counter() - start, args.valid_negative + 1
+    print(
+        f"prepared {_dataset_name(args.input.absolute())}: {users} users, {items} items, {train_rows} train "
+        f"positives, {users}x{series} test candidates in {seconds:.1f} s -> {output}",
+        file=sys.stderr,
+    )
+    return {
+        "users": users,
+        "items": items,
+        "train_rows": train_rows,
+        "test_rows": users * series,
+        "seconds": seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (PrepareDataError, FeatureSpecError, OSError) as err:
+        message = f"error: {err}"
+    # Exit outside the except block: a SystemExit chained to the error would keep its frames (and their
+    # pyarrow buffers) alive into interpreter shutdown.
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

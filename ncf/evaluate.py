@@ -22,6 +22,7 @@ from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from ncf import data as ncf_data
 from ncf.model import NeuMF, NeuMFSizes
+from ncf.quantized_model import QuantizedNeuMF
 
 
 def ranking_metrics(
@@ -71,9 +72,16 @@ def popularity_scores(data: ncf_data.NcfData, env: DistEnv) -> torch.Tensor:
     return counts[data.test_items[start:stop].long()]
 
 
-def load_model(path: Path, device: torch.device) -> tuple[NeuMF, dict]:
+def load_model(path: Path, device: torch.device) -> tuple[NeuMF | QuantizedNeuMF, dict]:
+    """A float NeuMF (ncf.train), or an INT8 QuantizedNeuMF (ncf.quantize: hyperparams carry "quantization")."""
     ckpt = checkpoint.load(path)
-    model = NeuMF(NeuMFSizes.from_dict(ckpt["hyperparams"]))
+    hyper = dict(ckpt["hyperparams"])
+    quantization = hyper.pop("quantization", None)
+    try:
+        sizes = NeuMFSizes.from_dict(hyper)
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"{path} does not hold a NeuMF model (hyperparams {sorted(hyper)}: {e})") from None
+    model = NeuMF(sizes) if quantization is None else QuantizedNeuMF(sizes, **quantization)
     checkpoint.restore(ckpt, model, restore_rng=False)
     return model.to(device), ckpt
 

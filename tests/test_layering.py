@@ -44,7 +44,7 @@ def files(package: str) -> list[Path]:
 
 
 def is_model_file(path: Path) -> bool:
-    return path.name in MODEL_FILES or path.parent.name == "models"
+    return path.name in MODEL_FILES or path.name.endswith("_model.py") or path.parent.name == "models"
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

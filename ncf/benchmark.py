@@ -121,7 +121,8 @@ def bench_train(args, device: torch.device, log: JsonLogger) -> dict[str, float]
         model = NeuMF(model_sizes, byte_dropout=device.type == "cpu").to(device)
         opt = torch.optim.Adam(model.parameters(), lr=0.0045, betas=(0.25, 0.5), fused=True)
         amp = amp_lib.setup(args.amp, device)
-        ours = time_steps(model, [opt], amp, data, batch, args.warmup, args.steps, device)
+        step_model = torch.compile(model) if args.compile else model
+        ours = time_steps(step_model, [opt], amp, data, batch, args.warmup, args.steps, device)
         row = {f"batch_{batch}_train_throughput": ours, "peak_memory_gib": peak_memory_gib(device)}
         del model, opt
         if args.compare_baseline:
@@ -202,6 +203,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="train mode: also time the straightforward loop",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="torch.compile our model (as ncf.train --compile); the warm-up steps absorb the compile time",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log")

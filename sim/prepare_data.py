@@ -1,0 +1,258 @@
+"""Turn Amazon Reviews 2014 files into SIM's Parquet + FeatureSpec dataset (the reference's preprocessing).
+
+  Books (default names): python -m sim.prepare_data --amazon_dataset_path /data/amazon_books_2014 --output_path /data/sim
+  other category       : python -m sim.prepare_data --amazon_dataset_path DIR --output_path OUT \\
+                           --reviews_file_name reviews_Digital_Music_5.json.gz --metadata_file_name meta_Digital_Music.json.gz
+  no metadata          : ... --metadata_file_name ''       (every item gets the category "no_category")
+  prebatched           : ... --prebatch_train_size 4096 --prebatch_test_size 4096
+  download + prepare   : sim/prepare_dataset.sh /data/amazon_books_2014 /data/sim
+
+Reviews are strict JSON lines (reviewerID, asin, unixReviewTime), metadata Python dict literals (category =
+categories[0][-1]); `.json` or `.json.gz`. Steps (sim.md 1.2): keep users with >= --shortest_sequence_for_user
+reviews, number users/items/categories from 1 in sorted order, order each user's reviews by (time, asin),
+last review = test row, earlier ones = training rows with up to --max_sequence_length left-padded history
+items, popularity-sampled negatives. Output (sim/parquet_output.py): feature_spec.yaml, metadata.json,
+train/part_{k}.parquet, test/part_{k}.parquet, published atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sim import parquet_output as out
+from sim.amazon_meta import read_metadata
+from sim.amazon_reviews import read_reviews
+from sim.categorify import Interactions, build_interactions
+from sim.history_rows import SPLITS, iter_chunks
+from sim.raw_input import PrepareDataError, resolve_input
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+class _Clock:
+    """Wall and CPU seconds per stage; CPU includes finished child processes (the metadata pool), so a
+    loaded machine's wall time can be told apart from the work done."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, tuple[float, float]] = {}
+        self._last = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float]:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.perf_counter(), time.process_time() + children.ru_utime + children.ru_stime
+
+    def mark(self, stage: str) -> None:
+        now = self._now()
+        self.stages[stage] = (now[0] - self._last[0], now[1] - self._last[1])
+        self._last = now
+
+    def summary(self) -> str:
+        return "stages: " + ", ".join(f"{k} {w:.1f} s (cpu {c:.1f} s)" for k, (w, c) in self.stages.items())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.prepare_data", description=__doc__, formatter_class=_Formatter
+    )
+    add = parser.add_argument
+    add(
+        "--amazon_dataset_path",
+        type=Path,
+        required=True,
+        default=argparse.SUPPRESS,
+        help="directory holding the review and metadata files (required)",
+    )
+    add(
+        "--output_path",
+        type=Path,
+        required=True,
+        default=argparse.SUPPRESS,
+        help="dataset directory to create, published atomically (required)",
+    )
+    add(
+        "--reviews_file_name",
+        default="reviews_Books.json",
+        help="review file; NAME.gz is used if NAME is absent",
+    )
+    add(
+        "--metadata_file_name",
+        default="meta_Books.json",
+        help="metadata file (NAME.gz if NAME is absent); '' = none: every item gets the category no_category",
+    )
+    add(
+        "--max_sequence_length",
+        type=int,
+        default=100,
+        help="history length L: the newest L items, left-padded",
+    )
+    add("--shortest_sequence_for_user", type=int, default=20, help="drop users with fewer reviews")
+    add(
+        "--shortest_sequence_for_training",
+        type=int,
+        default=1,
+        help="drop training rows whose history has fewer items (0 keeps the empty-history first review)",
+    )
+    add(
+        "--prebatch_train_size",
+        type=int,
+        default=0,
+        help=f"train row-group size; 0 = {out.DEFAULT_ROW_GROUP}",
+    )
+    add("--prebatch_test_size", type=int, default=0, help=f"test row-group size; 0 = {out.DEFAULT_ROW_GROUP}")
+    add(
+        "--rows_per_part",
+        type=int,
+        default=1 << 20,
+        help="rows per part file (rounded up to whole row groups)",
+    )
+    add("--seed", type=int, default=12345, help="seed of the negative sampler")
+    add(
+        "--metadata_loader_n_proc",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes parsing the metadata literals (1 = in this process), os.cpu_count() by default",
+    )
+    add("--overwrite", action="store_true", help="replace a non-empty --output_path")
+    add("--no_progress", action="store_true", help="no progress bars (the summary line is still printed)")
+    args = parser.parse_args(argv)
+    problems = [
+        f"--{name} must be >= {low}, got {getattr(args, name)}"
+        for name, low in (
+            ("max_sequence_length", 1),
+            ("shortest_sequence_for_user", 1),
+            ("shortest_sequence_for_training", 0),
+            ("prebatch_train_size", 0),
+            ("prebatch_test_size", 0),
+            ("rows_per_part", 1),
+            ("metadata_loader_n_proc", 1),
+        )
+        if getattr(args, name) < low
+    ]
+    if args.shortest_sequence_for_training > args.max_sequence_length:
+        problems.append(
+            "--shortest_sequence_for_training must be <= --max_sequence_length (histories are cut to it)"
+        )
+    if problems:
+        parser.error("; ".join(problems))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    clock = _Clock()  # per-stage times for the summary and sim.benchmark_prepare
+    try:
+        out.check_output(args.output_path.absolute(), args.overwrite)
+        reviews_path = resolve_input(args.amazon_dataset_path, args.reviews_file_name, "reviews")
+        meta_path = None
+        if args.metadata_file_name:
+            meta_path = resolve_input(args.amazon_dataset_path, args.metadata_file_name, "metadata")
+        reviews = read_reviews(reviews_path, progress=not args.no_progress)
+        num_reviews = len(reviews)
+        clock.mark("reviews")
+        meta = None
+        if meta_path is not None:
+            meta = read_metadata(meta_path, n_proc=args.metadata_loader_n_proc, progress=not args.no_progress)
+        clock.mark("metadata")
+        data = build_interactions(reviews, meta, args.shortest_sequence_for_user)
+        del reviews, meta  # raw strings are no longer needed: lower peak memory for the writers
+        clock.mark("ids")
+        sources = {
+            "reviews": str(reviews_path.absolute()),
+            "metadata": meta_path and str(meta_path.absolute()),
+        }
+        rows = _write_dataset(args, data, sources, clock)
+    except (PrepareDataError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    seconds = time.perf_counter() - start
+    print(clock.summary(), file=sys.stderr)
+    print(
+        f"prepared {reviews_path.name}: {num_reviews} reviews -> {data.num_users} users "
+        f"({data.dropped_users} with < {args.shortest_sequence_for_user} reviews dropped), {data.num_items} items, "
+        f"{data.num_categories} categories ({data.uncategorised_items} items without one); "
+        f"{rows['train']} train rows, {rows['test']} test rows in {seconds:.1f} s "
+        f"({num_reviews / seconds:,.0f} reviews/s) -> {args.output_path}",
+        file=sys.stderr,
+    )
+    return {
+        "reviews": num_reviews,
+        "users": data.num_users,
+        "items": data.num_items,
+        "categories": data.num_categories,
+        "train_rows": rows["train"],
+        "test_rows": rows["test"],
+        "seconds": seconds,
+    }
+
+
+def _write_dataset(
+    args: argparse.Namespace, data: Interactions, sources: dict, clock: _Clock
+) -> dict[str, int]:
+    """Parts of both splits, metadata.json and feature_spec.yaml into a staging dir, then publish."""
+    # Imported here: spawned metadata workers re-import this module, and common.feature_spec imports
+    # torch (2-6 s per worker on the dev machine).
+    from common.feature_spec import FeatureSpec, FeatureSpecError
+
+    prebatch = {"train": args.prebatch_train_size, "test": args.prebatch_test_size}
+    groups = {split: size or out.DEFAULT_ROW_GROUP for split, size in prebatch.items()}
+    L = args.max_sequence_length
+    with out.staging(args.output_path, args.overwrite) as tmp:
+        files, rows = {}, {}
+        for split in SPLITS:
+            writer = out.SplitWriter(tmp / split, L, groups[split], args.rows_per_part)
+            with tqdm(total=data.num_users, unit="user", desc=split, disable=args.no_progress) as bar:
+                chunks = iter_chunks(
+                    data,
+                    split,
+                    max_len=L,
+                    min_history=args.shortest_sequence_for_training,
+                    seed=args.seed,
+                )
+                for chunk in chunks:
+                    writer.write(out.to_table(chunk, L))
+                    bar.update(chunk.users)
+            writer.close()
+            files[split], rows[split] = writer.files, writer.rows
+            clock.mark(split)
+            if writer.rows == 0:
+                raise PrepareDataError(
+                    f"{sources['reviews']}: no {split} row: every kept user has <= "
+                    f"{args.shortest_sequence_for_training + 1} reviews; raise --shortest_sequence_for_user"
+                )
+        counts = {"uid": data.num_users, "item": data.num_items, "cat": data.num_categories}
+        out.write_cardinalities(tmp / "metadata.json", *counts.values())
+        metadata = {
+            "max_sequence_length": L,
+            "shortest_sequence_for_user": args.shortest_sequence_for_user,
+            "shortest_sequence_for_training": args.shortest_sequence_for_training,
+            "seed": args.seed,
+            "rows": rows,
+            "prebatch_size": prebatch,
+            "row_group_size": groups,
+            "cardinalities": counts,
+            "source_files": sources,
+            "negative_sampling": "popularity (uniform over kept review rows), no rejection, item's own category",
+            "row_order": "by user id; per user its positives (oldest target first), then their negatives",
+        }
+        spec = out.feature_spec_dict(files, counts, L, metadata)
+        try:
+            FeatureSpec.from_dict(spec, tmp).to_yaml(tmp / "feature_spec.yaml")
+            FeatureSpec.from_yaml(tmp / "feature_spec.yaml")  # structural check, files included
+        except FeatureSpecError as err:
+            raise PrepareDataError(str(err)) from err
+    return rows
+
+
+if __name__ == "__main__":
+    main()

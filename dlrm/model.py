@@ -1,0 +1,133 @@
+"""DLRM (Naumov et al., 2019) as NVIDIA's reference builds it: bottom MLP, one table per categorical feature,
+dot (or cat) interaction, top MLP to one logit (dlrm.md §3).
+
+Notation: B = batch, F = categorical features, D = embedding dim, I = interaction output width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dlrm.embeddings import gather_rows, lookup, make_tables
+from dlrm.interactions import make_interaction
+from dlrm.mlp import Mlp
+
+# Criteo Terabyte, frequency threshold 15: cardinalities of cat_0..cat_25 (DLE tests/feature_specs/criteo_f15.yaml).
+CRITEO_FL15_TABLE_SIZES: tuple[int, ...] = (
+    7912889, 33823, 17139, 7339, 20046, 4, 7105, 1382, 63, 5554114, 582469, 245828, 11, 2209, 10667, 104,
+    4, 968, 15, 8165896, 2675940, 7156453, 302516, 12022, 97, 35,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DlrmSizes:
+    """Everything the constructor needs; stored in checkpoints so a model rebuilds from the file alone.
+
+    table_sizes are the rows actually allocated (after --max_table_size). With hash_indices the model takes
+    every id modulo its table's rows (reference `--hash_indices`, dlrm.md §3.3), so ids beyond a clipped
+    table are valid input; without it ids must already be in [0, table_sizes[i]).
+    """
+
+    num_numerical: int = 13
+    table_sizes: tuple[int, ...] = CRITEO_FL15_TABLE_SIZES
+    embedding_dim: int = 128
+    bottom_mlp_sizes: tuple[int, ...] = (512, 256, 128)
+    top_mlp_sizes: tuple[int, ...] = (1024, 1024, 512, 256, 1)
+    interaction_op: str = "dot"
+    self_interaction: bool = False
+    hash_indices: bool = False
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        return {**d, **{k: list(d[k]) for k in ("table_sizes", "bottom_mlp_sizes", "top_mlp_sizes")}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DlrmSizes:
+        tuples = {
+            k: tuple(int(v) for v in d[k])
+            for k in ("table_sizes", "bottom_mlp_sizes", "top_mlp_sizes")
+            if k in d
+        }
+        return cls(**{**d, **tuples})
+
+    def validate(self) -> None:
+        if not self.bottom_mlp_sizes or self.bottom_mlp_sizes[-1] != self.embedding_dim:
+            raise ValueError(
+                f"the bottom MLP's last size must equal embedding_dim {self.embedding_dim} (its output is one of "
+                f"the interacting vectors), got bottom_mlp_sizes={list(self.bottom_mlp_sizes)}"
+            )
+        if not self.top_mlp_sizes or self.top_mlp_sizes[-1] != 1:
+            raise ValueError(
+                f"the top MLP's last size is the logit and must be 1, got {list(self.top_mlp_sizes)}"
+            )
+        if self.num_numerical <= 0 or not self.table_sizes or min(self.table_sizes) <= 0:
+            raise ValueError(
+                f"need num_numerical > 0 and positive table sizes, got {self.num_numerical}, {list(self.table_sizes)}"
+            )
+
+
+class DLRM(nn.Module):
+    """Args:
+        sizes: see DlrmSizes.
+        sparse: the tables emit sparse COO gradients through autograd (for torch.optim.SGD/SparseAdam).
+            dlrm.train's replicated path does not use autograd for the tables at all (see `embed_rows`).
+
+    forward(numerical [B, num_numerical] float, categorical [B, F] int) -> logits [B]
+        = top_mlp(interaction(bottom_mlp(numerical), embed(categorical))).squeeze(1)
+
+    Parts: bottom_mlp [B, 13] -> [B, D] (ReLU on every layer); embeddings: nn.ModuleList of F plain
+    nn.Embedding tables (whole tables, so a sharding wrapper can place them on ranks); interaction
+    [B, D], [B, F, D] -> [B, I]; top_mlp [B, I] -> [B, 1] (ReLU on all but the last layer: the logit).
+    """
+
+    def __init__(self, sizes: DlrmSizes, sparse: bool = True) -> None:
+        super().__init__()
+        sizes.validate()
+        self.sizes = sizes
+        num_features = len(sizes.table_sizes)
+        self.bottom_mlp = Mlp(sizes.num_numerical, sizes.bottom_mlp_sizes, relu_last=True)
+        self.embeddings = make_tables(sizes.table_sizes, sizes.embedding_dim, sparse)
+        self.interaction = make_interaction(
+            sizes.interaction_op, num_features, sizes.embedding_dim, sizes.self_interaction
+        )
+        self.top_mlp = Mlp(self.interaction.output_width, sizes.top_mlp_sizes, relu_last=False)
+        if self.interaction.padding:
+            # The padding column's input is always 0, so its weights never get a gradient: start them at 0
+            # as the reference does, making the padded model the same function as the unpadded one.
+            with torch.no_grad():
+                self.top_mlp.linears[0].weight[:, -self.interaction.padding :] = 0.0
+        self.register_buffer(
+            "table_rows", torch.tensor(sizes.table_sizes, dtype=torch.int64), persistent=False
+        )
+
+    def indices(self, categorical: Tensor) -> Tensor:
+        """[B, F] any int dtype -> [B, F] int64 row ids (modulo the table rows when hash_indices).
+
+        Never in place: the reference's in-place modulo corrupts reused inputs (CUDA-graph static buffers).
+        """
+        categorical = categorical.long()
+        if self.sizes.hash_indices:
+            categorical = torch.remainder(categorical, self.table_rows)
+        return categorical
+
+    def embed(self, categorical: Tensor) -> Tensor:
+        """[B, F] int -> [B, F, D], through autograd (sparse or dense table gradients)."""
+        return lookup(self.embeddings, self.indices(categorical))
+
+    def embed_rows(self, indices: Tensor) -> Tensor:
+        """[B, F] int64 from `indices` -> [B, F, D] detached; for a training step that updates the touched
+        rows itself (dlrm.embeddings.sgd_rows_) instead of building sparse gradients."""
+        return gather_rows(self.embeddings, indices)
+
+    def head(self, numerical: Tensor, embedded: Tensor) -> Tensor:
+        """Everything after the lookup: [B, num_numerical], [B, F, D] -> logits [B]."""
+        return self.top_mlp(self.interaction(self.bottom_mlp(numerical), embedded)).squeeze(1)
+
+    def forward(self, numerical: Tensor, categorical: Tensor) -> Tensor:
+        return self.head(numerical, self.embed(categorical))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,406 @@
+"""Train DLRM on a prepared Criteo dataset (dlrm.prepare_data output) or on synthetic on-device data.
+
+  1 GPU / CPU : python -m dlrm.train --dataset /data/dlrm --save_checkpoint_path runs/dlrm.pt
+  8 GPUs      : torchrun --nproc_per_node=8 -m dlrm.train --dataset /data/dlrm --amp
+  newest 64k  : python -m dlrm.train --config dlrm/configs/criteo_64k.yaml --dataset /data/dlrm --amp
+  no data     : python -m dlrm.train --synthetic_dataset --synthetic_dataset_table_sizes 100000 100000 --max_steps 500
+  CPU smoke   : python -m dlrm.train --config dlrm/configs/tiny.yaml --synthetic_dataset
+
+A run with --save_checkpoint_path writes it at every evaluation; started again with the same flags it resumes
+from it (model, optimizer, step, best AUC, loss window) and ends with the same metrics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from common import amp as amp_lib
+from common import checkpoint, config, distributed
+from common.distributed import DistEnv
+from common.feature_spec import FeatureSpecError
+from common.logging import JsonLogger
+from dlrm import data as dlrm_data
+from dlrm.config import DlrmConfig
+from dlrm.embeddings import sgd_rows_
+from dlrm.evaluate import check_compatible, evaluate
+from dlrm.lr_schedule import LrSchedule
+from dlrm.model import DLRM, DlrmSizes
+
+METRICS = {  # the reference's names (dlrm.md §4.10) plus per-window training records
+    "loss": {"format": ":.5f"},
+    "lr": {"format": ":.4f"},
+    "step_time": {"unit": "s", "format": ":.4f"},
+    "train_throughput": {"unit": "samples/s", "format": ":.4e"},
+    "auc": {"format": ":.6f"},
+    "validation_loss": {"format": ":.6f"},
+    "eval_time": {"unit": "s", "format": ":.3f"},
+    "best_auc": {"format": ":.6f"},
+    "best_validation_loss": {"format": ":.6f"},
+    "training_loss": {"format": ":.5f"},
+    "best_epoch": {"format": ":.3f"},
+    "average_train_throughput": {"unit": "samples/s", "format": ":.4e"},
+    "time_to_train": {"unit": "s", "format": ":.1f"},
+}
+
+
+class _Head(nn.Module):
+    """DLRM after the lookup, as a module DDP can wrap (it all-reduces only the MLPs' gradients)."""
+
+    def __init__(self, model: DLRM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, numerical: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+        return self.model.head(numerical, embedded)
+
+
+class ReplicatedStep:
+    """One SGD step with every table on every rank.
+
+    The tables are outside autograd: the step takes d loss / d (looked-up rows) [B, F, D] and applies SGD to
+    exactly the touched rows (index_add_), which is torch.optim.SGD on the sparse gradient without building,
+    coalescing or zeroing COO tensors. With several ranks the (ids, row grads) pairs are all-gathered and
+    every rank applies the same update, so tables stay identical; the MLPs go through DDP (gradient mean).
+    Row grads are divided by world size: each rank's loss is a mean over its slice, and the gathered sum is
+    W times the gradient of the global-batch mean (the MLPs get that mean from DDP).
+    """
+
+    def __init__(self, model: DLRM, env: DistEnv, amp: amp_lib.Amp, schedule: LrSchedule) -> None:
+        for table in model.embeddings.parameters():
+            table.requires_grad_(False)
+        self.model, self.env, self.amp, self.schedule = model, env, amp, schedule
+        self.head = distributed.wrap_ddp(_Head(model), env)
+        dense = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(dense, lr=schedule.base_lr)
+
+    def __call__(self, batch: dlrm_data.DlrmBatch, step: int) -> torch.Tensor:
+        idx = self.model.indices(batch.categorical)
+        rows = self.model.embed_rows(idx).requires_grad_()
+        with self.amp.autocast():
+            logits = self.head(batch.numerical, rows)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
+        self.amp.backward(loss)
+        grad = rows.grad
+        if self.env.distributed:
+            idx = distributed.all_gather_cat(idx, self.env)
+            grad = distributed.all_gather_cat(grad, self.env) / self.env.world_size
+        lr = self.schedule.lr(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        scaler = self.amp.scaler
+        if scaler.is_enabled():  # fp16: skip BOTH updates on overflow, never grow the scale (reference)
+            scale = scaler.get_scale()
+            scaler.unscale_(self.optimizer)
+            grad = grad / scale
+            grads = [grad, *(p.grad for p in self.optimizer.param_groups[0]["params"] if p.grad is not None)]
+            finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+            if finite:
+                self.optimizer.step()
+                sgd_rows_(self.model.embeddings, idx, grad, lr)
+            scaler.update(scale if finite else scale / 2)
+        else:
+            self.optimizer.step()
+            sgd_rows_(self.model.embeddings, idx, grad, lr)
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def weights(self) -> nn.Module:
+        """What a checkpoint saves: the whole DLRM (every rank holds all of it)."""
+        return self.model
+
+
+class ShardedStep:
+    """One SGD step through dlrm.parallel's table-sharded model (whole tables on ranks, all-to-all).
+
+    Gradients come from autograd (sparse for the tables), as the wrapper defines them for the global batch;
+    torch.optim.SGD applies them to whatever parameters this rank holds.
+    """
+
+    def __init__(self, model: DLRM, env: DistEnv, amp: amp_lib.Amp, schedule: LrSchedule) -> None:
+        from dlrm.parallel import wrap_model_parallel  # lazy: only this mode needs it
+
+        self.wrapped = wrap_model_parallel(model, env)
+        self.amp, self.schedule = amp, schedule
+        self.optimizer = torch.optim.SGD(
+            [p for p in self.wrapped.parameters() if p.requires_grad], lr=schedule.base_lr
+        )
+
+    def __call__(self, batch: dlrm_data.DlrmBatch, step: int) -> torch.Tensor:
+        with self.amp.autocast():
+            logits = self.wrapped(batch.numerical, batch.categorical)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
+        self.amp.backward(loss)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule.lr(step)
+        self.amp.step(self.optimizer)
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def weights(self) -> _FullState:
+        """The single-process DLRM's state dict gathered on rank 0 (collective: every rank calls it)."""
+        from dlrm.parallel import full_state_dict
+
+        return _FullState(full_state_dict(self.wrapped))
+
+
+class _FullState:
+    """Duck-types `state_dict()` for checkpoint.save, so sharded runs write the ordinary DLRM checkpoint."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.state
+
+
+def train_step(step_fn, batch: dlrm_data.DlrmBatch, step: int) -> torch.Tensor:
+    """One optimizer step (a seam for tests that simulate a kill mid-run)."""
+    return step_fn(batch, step)
+
+
+def build_source(cfg: DlrmConfig, env: DistEnv) -> dlrm_data.DiskSource | dlrm_data.SyntheticSource:
+    if cfg.synthetic_dataset:
+        synthetic = dlrm_data.SyntheticCriteo(tuple(cfg.synthetic_dataset_table_sizes), seed=cfg.seed)
+        return dlrm_data.SyntheticSource(synthetic, cfg.synthetic_dataset_num_entries,
+                                         cfg.synthetic_dataset_test_entries, env.rank, env.world_size, env.device)  # fmt: skip
+    dataset = dlrm_data.open_dataset(cfg.dataset, cfg.feature_spec)
+    return dlrm_data.DiskSource(dataset, env.rank, env.world_size, env.device, cfg.prefetch_batches)
+
+
+def model_sizes(cfg: DlrmConfig, table_sizes: tuple[int, ...], num_numerical: int) -> DlrmSizes:
+    cap = cfg.max_table_size
+    return DlrmSizes(
+        num_numerical=num_numerical,
+        table_sizes=tuple(min(n, cap) if cap else n for n in table_sizes),
+        embedding_dim=cfg.embedding_dim,
+        bottom_mlp_sizes=tuple(cfg.bottom_mlp_sizes),
+        top_mlp_sizes=tuple(cfg.top_mlp_sizes),
+        interaction_op=cfg.interaction_op,
+        self_interaction=cfg.self_interaction,
+        hash_indices=cfg.hash_indices,
+    )
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    cfg = config.parse(DlrmConfig, argv, prog="python -m dlrm.train", description=__doc__.split("\n\n")[0])
+    if cfg.dataset is None and not cfg.synthetic_dataset:
+        _fail(
+            "--dataset is required (a directory written by python -m dlrm.prepare_data), or --synthetic_dataset"
+        )
+    owns_group = not torch.distributed.is_initialized()  # a caller's process group is left to the caller
+    env = distributed.init(cfg.device)
+    if cfg.batch_size % env.world_size:
+        _fail(f"--batch_size {cfg.batch_size} is global and must be divisible by {env.world_size} ranks")
+    resume_path = cfg.load_checkpoint_path
+    if resume_path is None and cfg.resume and cfg.save_checkpoint_path and cfg.save_checkpoint_path.is_file():
+        resume_path = cfg.save_checkpoint_path
+    try:
+        source = build_source(cfg, env)
+        steps = source.rows("train") // cfg.batch_size
+        if steps == 0:
+            raise ValueError(
+                f"{source.rows('train')} training rows make no full batch of --batch_size {cfg.batch_size}"
+            )
+        resume_from = checkpoint.load(resume_path) if resume_path is not None else None
+    except (FeatureSpecError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    sizes = model_sizes(cfg, source.table_sizes, source.num_numerical)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = DLRM(sizes, sparse=cfg.embedding_sharding == "table").to(env.device)
+    amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype)
+    schedule = LrSchedule(cfg.lr, cfg.warmup_steps, cfg.warmup_factor, cfg.decay_start_step, cfg.decay_steps,
+                          cfg.decay_power, cfg.decay_end_lr)  # fmt: skip
+    state = new_state()
+    if resume_from is not None:
+        try:
+            check_compatible(model, source, str(resume_path))
+            state = checkpoint.restore(resume_from, model, restore_rng=False) or state
+        except (RuntimeError, ValueError, KeyError) as e:
+            _fail(f"cannot resume from {resume_path}: {e}")
+    step_fn = (ReplicatedStep if cfg.embedding_sharding == "replicated" else ShardedStep)(
+        model, env, amp, schedule
+    )
+    # Plain SGD keeps no state and the LR comes from the schedule, so only the replicated optimizer's own
+    # state is reloaded (in table mode each rank's optimizer holds a different parameter list).
+    if resume_from is not None and "optimizer" in resume_from and cfg.embedding_sharding == "replicated":
+        step_fn.optimizer.load_state_dict(resume_from["optimizer"])
+        if amp.scaler.is_enabled() and resume_from.get("scaler"):
+            amp.scaler.load_state_dict(resume_from["scaler"])
+    log = JsonLogger(cfg.log_path, enabled=env.is_main, metadata=METRICS)
+    log.parameters({**config.to_dict(cfg), "world_size": env.world_size, "device": str(env.device),
+                    "table_sizes": list(sizes.table_sizes), "amp_mode": amp.describe(),
+                    "resumed_from_step": state["global_step"]})  # fmt: skip
+    if env.is_main and resume_from is not None:
+        print(f"resuming from {resume_path} at step {state['global_step']}", file=sys.stderr)
+    eval_model = model if cfg.embedding_sharding == "replicated" else step_fn.wrapped
+    try:
+        run(_Run(cfg, env, source, step_fn, eval_model, sizes, amp, log, _Clock(env.device)), state)
+    except FloatingPointError as e:  # diverged (lr 24-28 does for some seeds): say so, no traceback
+        print(
+            f"error: {e}; lower --lr or raise --warmup_steps (the last checkpoint is kept)", file=sys.stderr
+        )
+        raise SystemExit(1) from None
+    summary = summarize(state, cfg.batch_size)
+    log.summary(summary)
+    log.close()
+    if owns_group:
+        distributed.shutdown(env)
+    return summary
+
+
+def new_state() -> dict:
+    return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "train_time": 0.0, "loss_sum": 0.0,
+            "loss_count": 0, "training_loss": math.nan, "best": {}, "evals": [], "stopped": False}  # fmt: skip
+
+
+@dataclass
+class _Run:
+    """What the loop and its evaluations share (passed explicitly, never global)."""
+
+    cfg: DlrmConfig
+    env: DistEnv
+    source: dlrm_data.DiskSource | dlrm_data.SyntheticSource
+    step_fn: ReplicatedStep | ShardedStep
+    eval_model: nn.Module
+    sizes: DlrmSizes
+    amp: amp_lib.Amp
+    log: JsonLogger
+    clock: _Clock
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.source.rows("train") // self.cfg.batch_size
+
+
+def run(r: _Run, state: dict) -> None:
+    """The epoch/step loop: steps, windowed loss logs with the NaN check, evaluations, checkpoints."""
+    cfg, env, step_fn, steps = r.cfg, r.env, r.step_fn, r.steps_per_epoch
+    total = steps * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps * cfg.epochs)
+    bar = tqdm(total=total, initial=min(state["global_step"], total), disable=not (cfg.progress and env.is_main),
+               desc="train", file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+    window = torch.tensor(state["loss_sum"], dtype=torch.float64, device=env.device)
+    while not state["stopped"] and state["epoch"] < cfg.epochs and state["global_step"] < total:
+        order = dlrm_data.batch_order(steps, cfg.shuffle_batch_order, cfg.seed, state["epoch"])
+        first = state["step_in_epoch"]  # resuming mid-epoch; never read batches past `total`
+        batches = r.source.train_batches(cfg.batch_size, order[first : first + total - state["global_step"]])
+        for batch in batches:  # a generator: closed below so an early stop ends the prefetch thread
+            state["global_step"] += 1
+            state["step_in_epoch"] += 1
+            window += train_step(step_fn, batch, state["global_step"])
+            state["loss_count"] += 1
+            bar.update()
+            gs = state["global_step"]
+            if gs % cfg.print_freq == 0:
+                _log_window(r, state, window)
+            if cfg.test_freq is not None and gs % cfg.test_freq == 0 and gs < total:
+                state["loss_sum"] = float(window)
+                _evaluate_and_save(r, state)
+                if state["stopped"]:
+                    break
+        batches.close()
+        if state["step_in_epoch"] >= steps:
+            state["epoch"] += 1
+            state["step_in_epoch"] = 0
+            if cfg.test_freq is None and state["global_step"] < total:
+                state["loss_sum"] = float(window)
+                _evaluate_and_save(r, state)
+    bar.close()
+    evaluated = state["evals"] and state["evals"][-1]["step"] == state["global_step"]
+    if not evaluated and state["global_step"] > 0:
+        if state["loss_count"]:
+            _log_window(r, state, window)
+        state["loss_sum"] = float(window)
+        _evaluate_and_save(r, state)
+
+
+class _Clock:
+    """Training time between evaluations (device-synchronised at the read-outs only)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.t = time.perf_counter()
+
+    def lap(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        elapsed, self.t = now - self.t, now
+        return elapsed
+
+
+def _log_window(r: _Run, state: dict, window: torch.Tensor) -> None:
+    """Log the mean loss of the last window over all ranks; abort on NaN on every rank alike (at lr ~28
+    some seeds diverge, dlrm.md §8)."""
+    n, gs = state["loss_count"], state["global_step"]
+    loss = float(distributed.all_reduce_sum(window, r.env)) / max(n * r.env.world_size, 1)
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"NaN/inf training loss in the {n} steps up to step {state['global_step']}")
+    elapsed = r.clock.lap()
+    state["train_time"] += elapsed
+    state["training_loss"] = loss
+    r.log.log([state["epoch"], state["global_step"]], {"loss": loss, "lr": r.step_fn.schedule.lr(gs), "step_time": elapsed / max(n, 1),
+            "train_throughput": n * r.cfg.batch_size / elapsed})  # fmt: skip
+    window.zero_()
+    state["loss_count"] = 0
+
+
+def _evaluate_and_save(r: _Run, state: dict) -> None:
+    """Evaluate on the test split, track the best AUC, honour --auc_threshold, write the checkpoint."""
+    cfg, env = r.cfg, r.env
+    state["train_time"] += r.clock.lap()
+    t0 = time.perf_counter()
+    result = evaluate(r.eval_model, r.source.eval_batches("test", cfg.test_batch_size), env, r.amp,
+                      cfg.progress and env.is_main)  # fmt: skip
+    record = {"auc": result["auc"], "validation_loss": result["loss"], "eval_time": time.perf_counter() - t0}
+    r.log.log([state["epoch"], state["global_step"]], record)
+    epoch_frac = state["global_step"] / r.steps_per_epoch
+    state["evals"].append({"step": state["global_step"], "epoch": epoch_frac, **record})
+    if record["auc"] > state["best"].get("auc", -1.0):
+        state["best"] = {
+            "auc": record["auc"],
+            "validation_loss": record["validation_loss"],
+            "epoch": epoch_frac,
+        }
+    if cfg.auc_threshold is not None and record["auc"] >= cfg.auc_threshold:
+        state["stopped"] = True
+        if env.is_main:
+            print(f"AUC {record['auc']:.6f} >= --auc_threshold {cfg.auc_threshold} at step "
+                  f"{state['global_step']} after {state['train_time']:.1f} s of training", file=sys.stderr)  # fmt: skip
+    weights = r.step_fn.weights() if cfg.save_checkpoint_path is not None else None  # collective when sharded
+    if weights is not None and env.is_main:
+        checkpoint.save(cfg.save_checkpoint_path, model=weights, hyperparams=r.sizes.as_dict(),
+                        config=config.to_dict(cfg), optimizer=r.step_fn.optimizer, scaler=r.amp.scaler,
+                        progress=dict(state))  # fmt: skip
+    distributed.barrier(env)
+    r.clock.lap()  # evaluation and saving are not training time
+
+
+def summarize(state: dict, batch_size: int) -> dict[str, float]:
+    best, train_time = state["best"], state["train_time"]
+    return {
+        "best_auc": best.get("auc", math.nan),
+        "best_validation_loss": best.get("validation_loss", math.nan),
+        "training_loss": state["training_loss"],
+        "best_epoch": best.get("epoch", math.nan),
+        "auc": state["evals"][-1]["auc"] if state["evals"] else math.nan,
+        "steps": state["global_step"],
+        "time_to_train": train_time,
+        "average_train_throughput": state["global_step"] * batch_size / train_time if train_time else 0.0,
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""DLRM training: learning on planted data, logs, checkpoint/evaluate, kill-and-resume, ranks, errors (CPU)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common import distributed
+from common.logging import read_log
+from common.metrics import roc_auc
+from dlrm import evaluate as dlrm_evaluate
+from dlrm import train
+from tests.distributed_helpers import run_distributed
+from tests.dlrm.conftest import TINY
+
+
+def _train(dataset: Path, tmp: Path, *flags: str) -> dict:
+    return train.main(["--dataset", str(dataset), "--log_path", str(tmp / "log.json"),
+                       "--save_checkpoint_path", str(tmp / "ck.pt"), *TINY, *flags])  # fmt: skip
+
+
+def test_learns_the_planted_signal(planted, tmp_path: Path) -> None:
+    dataset, prob = planted
+    labels = torch.from_numpy(np.fromfile(dataset / "test" / "label.bin", dtype=np.bool_)).float()
+    oracle = float(roc_auc(torch.from_numpy(prob), labels))
+    numerical_only = np.fromfile(dataset / "test" / "numerical.bin", dtype=np.float16).reshape(-1, 13)
+    # the teacher's own numerical term: the best a model without the categorical features could do
+    baseline = float(
+        roc_auc(torch.from_numpy(numerical_only[:, :3].astype(np.float64) @ [0.5, -0.4, 0.3]), labels)
+    )
+    result = _train(dataset, tmp_path, "--epochs", "2")
+    assert oracle > baseline + 0.1  # the planted signal lives mostly in the categorical features
+    assert result["best_auc"] > baseline + 0.6 * (oracle - baseline), (result["best_auc"], baseline, oracle)
+    assert result["best_auc"] < oracle + 0.005
+
+
+def test_criteo_lines_through_the_real_prep_code_learn_towards_the_oracle(tmp_path: Path) -> None:
+    """Raw Criteo-format lines (common.synthetic, true click probabilities known) -> dlrm.prepare_data
+    (Kaggle layout: the held-out last 1/7 is halved, test first) -> dlrm.train."""
+    from common.synthetic import write_criteo
+    from dlrm import prepare_data
+
+    syn = write_criteo(tmp_path / "train.txt", num_lines=30000, seed=5)
+    prepare_data.main(["--input", str(tmp_path / "train.txt"), "--output", str(tmp_path / "prep"),
+                       "--frequency_threshold", "2", "--workers", "1", "--no-progress"])  # fmt: skip
+    held = len(syn.labels) // 7
+    test = slice(len(syn.labels) - held, len(syn.labels) - held + held // 2)
+    assert np.array_equal(
+        np.fromfile(tmp_path / "prep" / "test" / "label.bin", dtype=np.bool_), syn.labels[test] == 1
+    )
+    oracle = float(
+        roc_auc(torch.from_numpy(syn.probabilities[test]), torch.from_numpy(syn.labels[test]).float())
+    )
+    result = _train(
+        tmp_path / "prep", tmp_path, "--epochs", "3", "--decay_start_step", "100", "--decay_steps", "200"
+    )
+    assert 0.5 + 0.8 * (oracle - 0.5) < result["best_auc"] < oracle + 0.01, (result["best_auc"], oracle)
+
+
+def test_log_checkpoint_and_evaluate_agree(planted, tmp_path: Path) -> None:
+    dataset, _ = planted
+    result = _train(dataset, tmp_path, "--max_steps", "80", "--test_freq", "32")
+    logs = [r for r in read_log(tmp_path / "log.json") if r["type"] == "LOG"]
+    assert logs[0]["step"] == "PARAMETER" and logs[0]["data"]["lr"] == 1.0
+    steps = [r for r in logs[1:-1] if "loss" in r["data"]]
+    evals = [r for r in logs[1:-1] if "auc" in r["data"]]
+    assert [r["step"][1] for r in steps] == [16, 32, 48, 64, 80]
+    assert [r["step"][1] for r in evals] == [32, 64, 80]
+    assert all(math.isfinite(r["data"]["loss"]) and r["data"]["lr"] > 0 for r in steps)
+    assert all(0.5 < r["data"]["auc"] < 1 for r in evals)
+    assert logs[-1]["step"] == [] and logs[-1]["data"]["auc"] == evals[-1]["data"]["auc"] == result["auc"]
+    assert {
+        "best_auc",
+        "best_validation_loss",
+        "training_loss",
+        "best_epoch",
+        "average_train_throughput",
+    } <= set(logs[-1]["data"])
+    again = dlrm_evaluate.main(
+        ["--dataset", str(dataset), "--checkpoint", str(tmp_path / "ck.pt"), "--no-progress"]
+    )
+    assert again["auc"] == result["auc"]
+    assert again["validation_loss"] == pytest.approx(evals[-1]["data"]["validation_loss"], rel=1e-12)
+    valid = dlrm_evaluate.main(["--dataset", str(dataset), "--checkpoint", str(tmp_path / "ck.pt"),
+                                "--split", "validation", "--no-progress"])  # fmt: skip
+    assert valid["samples"] == 4096 and 0.5 < valid["auc"] < 1
+
+
+def test_killed_run_resumes_to_the_same_metrics(planted, tmp_path: Path, monkeypatch) -> None:
+    dataset, _ = planted
+    flags = ("--max_steps", "100", "--test_freq", "30", "--shuffle_batch_order")
+    full = _train(dataset, tmp_path / "full", *flags)
+    real_step = train.train_step
+    calls = {"n": 0}
+
+    def dies_at_step_70(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 70:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", dies_at_step_70)
+    with pytest.raises(KeyboardInterrupt):
+        _train(dataset, tmp_path / "killed", *flags)
+    monkeypatch.setattr(train, "train_step", real_step)
+    resumed = _train(dataset, tmp_path / "killed", *flags)  # picks up ck.pt written at step 60
+    assert read_log(tmp_path / "killed" / "log.json")[0]["type"] == "METADATA"
+    params = next(r for r in read_log(tmp_path / "killed" / "log.json") if r.get("step") == "PARAMETER")
+    assert params["data"]["resumed_from_step"] == 60
+    keys = ("best_auc", "best_validation_loss", "training_loss", "best_epoch", "auc", "steps")
+    assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
+
+
+def test_two_epochs_cross_the_epoch_boundary_and_resume_there(planted, tmp_path: Path) -> None:
+    dataset, _ = planted
+    once = _train(dataset, tmp_path / "a", "--epochs", "2", "--max_steps", "150")
+    _train(dataset, tmp_path / "b", "--epochs", "1")  # stops at the epoch end (128 steps), checkpointed
+    twice = _train(dataset, tmp_path / "b", "--epochs", "2", "--max_steps", "150")
+    assert twice["auc"] == once["auc"] and twice["steps"] == 150
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [("--amp",), ("--interaction_op", "cat"), ("--self_interaction", "--lr", "0.5"),
+     ("--hash_indices", "--max_table_size", "50"), ("--config", "dlrm/configs/tiny.yaml")],
+    # self-interaction adds |v|^2 terms (|bottom|^2 is large early on): it needs a smaller step
+    ids=["amp-bf16", "cat", "self-interaction", "hash-max-table", "tiny-preset"],
+)  # fmt: skip
+def test_training_variants_run(planted, tmp_path: Path, flags) -> None:
+    dataset, _ = planted
+    if flags[0] == "--config":
+        flags = (
+            flags[0],
+            str(Path(__file__).resolve().parents[2] / flags[1]),
+            *TINY[-1:],
+            "--max_steps",
+            "40",
+        )
+        result = train.main(["--dataset", str(dataset), "--log_path", str(tmp_path / "l.json"), *flags])
+    else:
+        result = _train(dataset, tmp_path, "--max_steps", "60", *flags)
+    assert 0.55 < result["auc"] <= 1 and math.isfinite(result["training_loss"])
+
+
+def test_synthetic_dataset_trains_and_evaluates_from_the_checkpoint(tmp_path: Path) -> None:
+    flags = ["--synthetic_dataset", "--synthetic_dataset_table_sizes", "30", "200", "5", "1000",
+             "--synthetic_dataset_num_entries", "32768", "--synthetic_dataset_test_entries", "8192",
+             "--log_path", str(tmp_path / "log.json"), "--save_checkpoint_path", str(tmp_path / "ck.pt"),
+             *TINY]  # fmt: skip
+    result = train.main(flags)
+    assert result["steps"] == 64 and result["auc"] > 0.6
+    again = dlrm_evaluate.main(["--checkpoint", str(tmp_path / "ck.pt"), "--no-progress"])
+    assert again["auc"] == result["auc"] and again["samples"] == 8192
+
+
+def _evaluate(dataset: str, ckpt: str) -> dict:
+    return dlrm_evaluate.main(["--dataset", dataset, "--checkpoint", ckpt, "--device", "cpu",
+                               "--test_batch_size", "3000", "--no-progress"])  # fmt: skip
+
+
+def _train_short(dataset: str, tmp: str, *flags: str) -> dict:
+    return train.main(["--dataset", dataset, "--log_path", f"{tmp}/log.json", "--device", "cpu",
+                       "--max_steps", "24", "--test_freq", "12", *TINY, *flags])  # fmt: skip
+
+
+def _two_rank_worker(dataset: str, tmp: str, ckpt: str) -> dict:
+    """One spawn (process start-up dominates): replicated and table-sharded training, then evaluation, in
+    one process group (re-creating it on the same port between runs was flaky)."""
+    env = distributed.init("cpu")
+    result = {
+        "replicated": _train_short(dataset, f"{tmp}/replicated"),
+        "table": _train_short(dataset, f"{tmp}/table", "--embedding_sharding", "table",
+                              "--save_checkpoint_path", f"{tmp}/table.pt"),
+        "evaluate": _evaluate(dataset, ckpt),
+    }  # fmt: skip
+    distributed.shutdown(env)
+    return result
+
+
+def test_one_and_two_ranks_agree(planted, tmp_path: Path) -> None:
+    """Evaluation: identical AUC (exact gather). Training on 2 ranks, tables replicated (DDP MLPs +
+    all-gathered row gradients) or sharded (dlrm.parallel): the 1-rank run within float rounding."""
+    dataset, _ = planted
+    one = _train_short(
+        str(dataset), str(tmp_path / "one"), "--save_checkpoint_path", str(tmp_path / "one.pt")
+    )
+    single = _evaluate(str(dataset), str(tmp_path / "one.pt"))
+    assert single["auc"] == one["auc"]
+    ranks = run_distributed(
+        _two_rank_worker, str(dataset), str(tmp_path), str(tmp_path / "one.pt"), world_size=2
+    )
+    for r in ranks:
+        assert (
+            r["evaluate"]["auc"] == single["auc"] and r["evaluate"]["samples"] == single["samples"] == 16384
+        )
+        assert r["evaluate"]["validation_loss"] == pytest.approx(single["validation_loss"], rel=1e-9)
+        for mode in ("replicated", "table"):
+            assert r[mode]["auc"] == ranks[0][mode]["auc"]
+            assert r[mode]["auc"] == pytest.approx(one["auc"], abs=2e-4), mode
+            assert r[mode]["training_loss"] == pytest.approx(one["training_loss"], rel=1e-4), mode
+    table_ckpt = _evaluate(str(dataset), str(tmp_path / "table.pt"))  # a sharded run's checkpoint, 1 process
+    assert table_ckpt["auc"] == ranks[0]["table"]["auc"]
+
+
+def test_torchrun_two_gloo_ranks_train(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dlrm.train",
+           "--synthetic_dataset", "--synthetic_dataset_table_sizes", "30", "200", "5",
+           "--synthetic_dataset_num_entries", "8192", "--synthetic_dataset_test_entries", "4096",
+           "--log_path", str(tmp_path / "log.json"), "--device", "cpu", *TINY]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = [r for r in read_log(tmp_path / "log.json") if r["type"] == "LOG"]
+    assert logs[0]["data"]["world_size"] == 2
+    assert logs[-1]["data"]["steps"] == 16 and 0.5 < logs[-1]["data"]["auc"] <= 1
+
+
+def test_clear_errors(planted, tmp_path: Path, capsys) -> None:
+    dataset, _ = planted
+    with pytest.raises(SystemExit) as e:
+        train.main([])
+    assert e.value.code == 2 and "--dataset is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        train.main(["--dataset", str(tmp_path), "--log_path", str(tmp_path / "l.json")])
+    assert e.value.code == 2 and "feature_spec.yaml does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--dataset", str(dataset), "--bottom_mlp_sizes", "32", "16"])  # last != embedding_dim
+    assert "embedding_dim" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--dataset", str(dataset), "--max_table_size", "10"])
+    assert "hash_indices" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        train.main(
+            ["--dataset", str(dataset), "--batch_size", "1000000", "--log_path", str(tmp_path / "l.json")]
+        )
+    assert e.value.code == 2 and "no full batch" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # divergence: one line, no traceback
+        _train(dataset, tmp_path, "--lr", "50000", "--warmup_steps", "0", "--max_steps", "32")
+    assert e.value.code == 1 and "NaN/inf training loss" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        dlrm_evaluate.main(["--checkpoint", str(tmp_path / "nope.pt"), "--dataset", str(dataset)])
+    assert e.value.code == 2 and "nope.pt does not exist" in capsys.readouterr().err
+
+
+def test_benchmark_reports_throughput_latency_and_memory(tmp_path: Path) -> None:
+    from dlrm import benchmark
+
+    shapes = ["--synthetic_dataset_table_sizes", "50", "80", "--embedding_dim", "8", "--bottom_mlp_sizes", "16", "8",
+              "--top_mlp_sizes", "16", "1", "--device", "cpu"]  # fmt: skip
+    train_result = benchmark.main(["--mode", "train", *shapes, "--batch_sizes", "256", "--steps", "2", "--warmup", "1",
+                                   "--repeats", "1", "--log_path", str(tmp_path / "b.json")])  # fmt: skip
+    assert train_result["batch_256_ours_train_throughput"] > 0 and train_result["peak_memory_gib"] > 0
+    assert {"batch_256_speedup_vs_plain", "batch_256_speedup_vs_torchrec_style"} <= set(train_result)
+    inference = benchmark.main(
+        ["--mode", "inference", *shapes, "--batch_sizes", "1", "64", "--num_batches", "5"]
+    )
+    for b in (1, 64):
+        lat = [inference[f"batch_{b}_{k}_latency"] for k in ("p50", "p90", "p95", "p99")]
+        assert lat == sorted(lat) and inference[f"batch_{b}_mean_throughput"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_inference_matches_eager() -> None:
+    from dlrm import benchmark
+    from dlrm.model import DLRM, DlrmSizes
+
+    sizes = DlrmSizes(
+        table_sizes=(100, 1000, 10), embedding_dim=16, bottom_mlp_sizes=(32, 16), top_mlp_sizes=(32, 1)
+    )
+    model = DLRM(sizes, sparse=False).cuda().eval()
+    amp = benchmark.amp_lib.setup(False, torch.device("cuda"))
+    make = lambda: (torch.rand(64, 13, device="cuda"), torch.randint(0, 10, (64, 3), device="cuda"))  # noqa: E731
+    with torch.no_grad():
+        num, cat = make()
+        replay = benchmark._cuda_graph(model, num, cat, amp)
+        for _ in range(3):
+            num, cat = make()
+            torch.testing.assert_close(replay(num, cat), torch.sigmoid(model(num, cat)))
+    result = benchmark.main(["--mode", "inference", "--synthetic_dataset_table_sizes", "100", "1000",
+                             "--batch_sizes", "1", "64", "--num_batches", "5", "--device", "cuda"])  # fmt: skip
+    assert result["batch_64_cuda_graph"] == 1.0

@@ -1,0 +1,95 @@
+"""SimConfig: every knob of SIM/DIN/DIEN training, evaluation and inference, with the reference's flag
+names and defaults (sim.md §3.1) where the meaning is the same."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+
+def _f(default, help: str, *aliases: str):  # noqa: A002 - reads like the flag table it mirrors
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, "aliases": aliases})
+    return field(default=default, metadata={"help": help, "aliases": aliases})
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    # data and outputs
+    mode: Literal["train", "inference"] = _f(
+        "train", "train: train + evaluate each epoch; inference: time forward passes over the train split"
+    )
+    dataset_dir: Path | None = _f(None, "directory holding the feature spec and the train/test splits")
+    feature_spec: str = _f("feature_spec.yaml", "feature spec file name inside --dataset_dir")
+    results_dir: Path = _f(Path("/tmp/sim"), "where the DLLogger log goes (rank 0)")
+    log_filename: str = _f("log.json", "DLLogger JSON log file name inside --results_dir")
+    # model
+    model_type: Literal["sim", "din", "dien"] = _f("sim", "which model to train")
+    embedding_dim: int = _f(16, "embedding size D of every table")
+    long_seq_length: int = _f(
+        90, "history positions [0, L) form the long part (SIM's search units); the newest T - L the short "
+        "part (DIEN, SIM's DIEN part). DIN reads the whole history",
+    )  # fmt: skip
+    gsu_topk: int = _f(
+        50, "SIM: long-history items the GSU selects for the ESU (hard-coded 50 in the reference)"
+    )
+    stage_one_mlp_dims: list[int] = _f([200], "SIM stage-one (GSU) head hidden sizes")
+    stage_two_mlp_dims: list[int] = _f([200, 80], "classifier hidden sizes (SIM stage two, DIN, DIEN)")
+    aux_mlp_dims: list[int] = _f([100, 50], "DIEN/SIM auxiliary-loss net hidden sizes")
+    dropout_rate: float = _f(
+        0.0, "dropout before the output layer of every MLP; 0 = off (reference: -1 = off)"
+    )
+    augru_variant: Literal["paper", "nvidia_tf1"] = _f(
+        "paper", "AUGRU cell: the DIEN paper's (attention scales the update gate) or the reference's TF1 cell"
+    )
+    # optimisation
+    optimizer: Literal["adam", "lazy_adam", "sgd"] = _f(
+        "adam", "adam: AdamW (decoupled decay as tfa: wd not scaled by lr); lazy_adam: sparse row-wise Adam on "
+        "the tables + Adam (single process; ignores wd); sgd: SGD with decoupled wd",
+    )  # fmt: skip
+    lr: float = _f(0.01, "learning rate (constant)")
+    weight_decay: float = _f(0.0, "decoupled weight decay per step (adam, sgd)")
+    epochs: int = _f(3, "training epochs")
+    global_batch_size: int = _f(
+        131072, "GLOBAL batch (split over ranks); also the evaluation/inference batch"
+    )
+    drop_remainder: bool = _f(False, "drop the last partial training batch of each epoch")
+    evaluate_train: bool = _f(True, "evaluate the whole train split after each epoch (train_auc, train_loss)")
+    # runtime
+    seed: int | None = _f(None, "random seed; None draws one (logged, and stored in checkpoints)")
+    amp: bool = _f(False, "mixed precision autocast (bf16 where supported, else fp16 with loss scaling)")
+    amp_dtype: Literal["auto", "bfloat16", "float16"] = _f("auto", "autocast dtype when --amp is on")
+    compile: bool = _f(False, "torch.compile the model (the reference's --xla)")
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto = the local rank's GPU when CUDA is present")
+    save_checkpoint_path: Path | None = _f(None, "checkpoint file written (atomically) after every epoch")
+    load_checkpoint_path: Path | None = _f(
+        None, "train: resume this checkpoint (weights, optimizer, epoch, RNG seeds); inference: its weights"
+    )
+    benchmark: bool = _f(False, "time benchmark_warmup_steps + benchmark_steps steps only; no evaluation")
+    benchmark_warmup_steps: int = _f(20, "steps excluded from throughput and latency")
+    benchmark_steps: int = _f(200, "timed steps with --benchmark; <= 0 = one pass over the data")
+    log_every: int = _f(1, "log a training step record every N steps")
+    progress: bool = _f(True, "show tqdm progress bars on rank 0")
+
+    def validate(self) -> None:
+        positive = {
+            "embedding_dim": self.embedding_dim, "gsu_topk": self.gsu_topk, "epochs": self.epochs,
+            "global_batch_size": self.global_batch_size, "lr": self.lr, "log_every": self.log_every,
+        }  # fmt: skip
+        if bad := [f"{k}={v}" for k, v in positive.items() if v <= 0]:
+            raise ValueError(f"must be positive: {', '.join(bad)}")
+        for name in ("long_seq_length", "weight_decay", "benchmark_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("stage_one_mlp_dims", "stage_two_mlp_dims", "aux_mlp_dims"):
+            dims = getattr(self, name)
+            if not dims or min(dims) <= 0:
+                raise ValueError(f"{name} must be a non-empty list of positive sizes, got {dims}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if self.model_type == "sim" and self.gsu_topk > self.long_seq_length:
+            raise ValueError(
+                f"gsu_topk={self.gsu_topk} exceeds long_seq_length={self.long_seq_length}: the GSU selects "
+                "from the long history"
+            )

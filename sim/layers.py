@@ -1,0 +1,148 @@
+"""Building blocks shared by DIN, DIEN and SIM: grouped embedding tables, the PReLU/sigmoid MLP head and
+masked dot-product target attention (sim.md §2.1-2.2). Notation: see sim/models/__init__.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class FeatureEmbedding(nn.Module):
+    """K categorical features, one table each, stored as ONE [sum(rows), D] weight with row offsets.
+
+    One gather (and one backward scatter) per lookup instead of K: measurably cheaper on CPU for the
+    [B, T, F] histories. Table k has cardinality_k + 1 rows (ids 1..card, 0 = padding) initialised
+    uniform(+-sqrt(1/rows)) like the reference; row 0 is a normal trainable row, and padding is
+    neutralised by masks downstream.
+
+    Args:
+        cardinalities: K table sizes (may be empty: then the output is [..., 0]).
+        dim: D.
+        sparse: sparse gradients (for torch.optim.SparseAdam).
+    Input [..., K] int ids -> [..., K*D] (features concatenated in order).
+    """
+
+    def __init__(self, cardinalities: tuple[int, ...], dim: int, sparse: bool = False) -> None:
+        super().__init__()
+        rows = [c + 1 for c in cardinalities]
+        self.dim, self.count, self.sparse = dim, len(rows), sparse
+        self.weight = nn.Parameter(torch.empty(sum(rows), dim))
+        starts = [0, *torch.tensor(rows).cumsum(0).tolist()[:-1]] if rows else []
+        self.register_buffer("offsets", torch.tensor(starts, dtype=torch.int32), persistent=False)
+        with torch.no_grad():
+            for start, n in zip(starts, rows):
+                self.weight[start : start + n].uniform_(-math.sqrt(1 / n), math.sqrt(1 / n))
+
+    def forward(self, *ids: Tensor) -> Tensor | tuple[Tensor, ...]:
+        """One or more id tensors [..., K] -> as many [..., K*D] (a tuple when several).
+
+        Several lookups of one table in one call share one dense gradient buffer in backward (instead
+        of one full-table gradient per lookup, summed)."""
+        if self.count == 0:
+            outs = [self.weight.new_zeros((*i.shape[:-1], 0)) for i in ids]
+        else:
+            rows = [i + self.offsets.to(i.dtype) for i in ids]
+            if self.sparse:
+                outs = [F.embedding(r, self.weight, sparse=True) for r in rows]
+            else:
+                outs = _Gather.apply(self.weight, *rows)
+            outs = [o.flatten(-2) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+class _Gather(torch.autograd.Function):
+    """weight[ids_i] for several id tensors; backward builds ONE dense gradient (zeros + scatter_add_).
+
+    Measured on 2 CPU cores (torch 2.13, 2026-11) for 819,200 ids into 1.2M x 16 rows: scatter_add_ with
+    int64 ids 62 ms, index_add_ 81 ms (167 ms with int32 ids), aten::embedding_dense_backward 105 ms;
+    and one buffer for all lookups of a table saves a full-table zero-fill and add per extra lookup.
+    On CUDA all of them are atomic scatter-adds.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, *ids: Tensor) -> tuple[Tensor, ...]:
+        ctx.save_for_backward(*ids)
+        ctx.rows = weight.shape[0]
+        return tuple(F.embedding(i, weight) for i in ids)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        out = None
+        for ids, grad in zip(ctx.saved_tensors, grads):
+            if grad is None:
+                continue
+            if out is None:
+                out = grad.new_zeros(ctx.rows, grad.shape[-1])
+            index = ids.reshape(-1, 1).long().expand(-1, grad.shape[-1])
+            out.scatter_add_(0, index, grad.reshape(-1, grad.shape[-1]))
+        return (out, *([None] * len(ctx.saved_tensors)))
+
+
+class MLP(nn.Module):
+    """Dense + activation per hidden size, optional dropout before the output layer, Dense(1) -> logit.
+
+    activation "prelu": per-unit PReLU with alpha 0.1 (Keras PReLU, the classification heads);
+    "sigmoid": the DIEN auxiliary net. Kernels glorot-uniform, biases zero (Keras defaults).
+    The output layer is a multiply + sum in fp32, so the logit stays fp32 under autocast (the reference
+    forces its output layer to float32) without any AMP code here.
+    Input [..., in_dim] -> [...] fp32.
+    """
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], activation: str = "prelu", dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for size in hidden:
+            layers.append(glorot_linear(in_dim, size))
+            layers.append(nn.PReLU(size, init=0.1) if activation == "prelu" else nn.Sigmoid())
+            in_dim = size
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        self.hidden = nn.Sequential(*layers)
+        self.out = glorot_linear(in_dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return output_logit(self.hidden(x), self.out)
+
+
+def output_logit(h: Tensor, out: nn.Linear) -> Tensor:
+    """Dense(1) as fp32 multiply-sum (not an autocast op): [..., n] -> [...] fp32."""
+    return (h.float() * out.weight[0]).sum(-1) + out.bias[0]
+
+
+def glorot_linear(n_in: int, n_out: int) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def history_mask(history: Tensor) -> Tensor:
+    """[B, T, F] ids -> [B, T] bool: a position is real when its first feature (the item id) is > 0."""
+    return history[..., 0] > 0
+
+
+def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
+    """Softmax over T in fp32 with masked positions excluded: [B, T] scores, [B, T] bool -> [B, T] fp32.
+
+    Weights are exactly 0 at masked positions, and a row with no valid position gets all-zero weights
+    (the reference gives it a uniform softmax over padding and relies on zeroed embeddings instead).
+    Extra padding therefore never changes the result.
+    """
+    scores = scores.float().masked_fill(~mask, torch.finfo(torch.float32).min)
+    return torch.softmax(scores, dim=-1) * mask
+
+
+def dot_attention(query: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The reference's DIN block with the dot interaction: parameter-free target attention.
+
+    query [B, E], keys [B, T, E] (already zero at padding), mask [B, T] bool ->
+    (pooled [B, E] = sum_t softmax_t(<q, k_t>) k_t, raw scores [B, T] fp32 with -inf at masked positions).
+    """
+    scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, T]
+    weights = masked_softmax(scores, mask)
+    pooled = torch.bmm(weights.unsqueeze(1).to(keys.dtype), keys).squeeze(1)  # [B, E]
+    return pooled, scores.float().masked_fill(~mask, float("-inf"))

@@ -1,6 +1,6 @@
 """Quick start: synthetic MovieLens-format ratings -> ncf.prepare_data -> ncf.train -> HR@10 / NDCG@10.
 
-  python -m ncf.demo                      # ~1-2 minutes on a 2-core CPU; uses the GPU when present
+  python -m ncf.demo                      # under a minute on a 2-core CPU; uses the GPU when present
   python -m ncf.demo --workdir runs/demo  # keep the raw file, the prepared dataset, checkpoints and log
 
 The ratings come from a known generator (user/item factors + item popularity), so the trained model is

@@ -1,7 +1,6 @@
 """Publishing a dataset directory atomically: temp dir next to the target, renamed when complete.
 
-check_output/publish follow ncf/prepare_data.py's (recipes do not import each other; a shared
-common/ helper would serve both).
+check_output/publish are common.output_dir's; this module adds the owner file and stale-dir cleanup.
 
 A run writes everything into `.{name}.tmp-XXXX` beside --output (same filesystem, so the final rename is
 atomic) holding an `owner` file (host, pid). Failures inside the process delete it; a run that was
@@ -18,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import output_dir
 from dlrm.criteo_reader import PrepareDataError
 
 
@@ -48,26 +48,12 @@ def clean_stale(output: Path) -> None:
 
 
 def check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and not output.is_dir():
-        raise PrepareDataError(f"{output}: output exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise PrepareDataError(
-            f"{output}: output directory exists and is not empty; pass --overwrite to replace it"
-        )
+    output_dir.check_output(output, overwrite, PrepareDataError)
 
 
 def publish(tmp: Path, output: Path, overwrite: bool) -> None:
     """Rename the finished temp dir to `output` (swapping out an old dataset with --overwrite)."""
-    check_output(output, overwrite)
-    if output.is_dir() and not any(output.iterdir()):
-        output.rmdir()
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        os.rename(output, old)
-        os.rename(tmp, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, output)
+    output_dir.publish(tmp, output, overwrite, PrepareDataError)
 
 
 def make_temp(output: Path) -> Path:

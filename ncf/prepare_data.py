@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import output_dir
 from common.feature_spec import FeatureSpec, FeatureSpecError
 from ncf.ratings_csv import BOM, PrepareDataError, content_span, parse_csv
 
@@ -309,12 +308,7 @@ def ncf_spec(
 
 def check_output(output: Path, overwrite: bool) -> None:
     """Fail before any work when publishing would fail anyway."""
-    if output.exists() and not output.is_dir():
-        raise PrepareDataError(f"{output}: output exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise PrepareDataError(
-            f"{output}: output directory exists and is not empty; pass --overwrite to replace it"
-        )
+    output_dir.check_output(output, overwrite, PrepareDataError)
 
 
 def publish(
@@ -325,28 +319,11 @@ def publish(
     Readers never see a half-written dataset and a failed run leaves neither `output` nor the temp dir.
     """
     output = Path(output).absolute()
-    check_output(output, overwrite)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes 0700; datasets are shared
+    with output_dir.staging(output, overwrite, PrepareDataError) as tmp:
         for name, array in arrays.items():
             np.save(tmp / name, array)
         FeatureSpec.from_dict(spec, tmp).to_yaml(tmp / "feature_spec.yaml")
         FeatureSpec.from_yaml(tmp / "feature_spec.yaml")  # structural check, files included
-        check_output(output, overwrite)
-        if output.is_dir() and not any(output.iterdir()):
-            output.rmdir()
-        if output.exists():  # --overwrite: swap, then delete the old copy
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.rename(output, old)
-            os.rename(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output
 
 

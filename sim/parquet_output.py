@@ -15,17 +15,14 @@ parts hold whole row groups. Everything is written into a temp dir next to OUT a
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common import output_dir
 from sim.history_rows import RowChunk
 from sim.raw_input import PrepareDataError
 
@@ -156,37 +153,9 @@ def write_cardinalities(path: Path, users: int, items: int, categories: int) -> 
 
 def check_output(output: Path, overwrite: bool) -> None:
     """Fail before any work when publishing would fail anyway."""
-    if output.exists() and not output.is_dir():
-        raise PrepareDataError(f"{output}: --output_path exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise PrepareDataError(
-            f"{output}: --output_path exists and is not empty; pass --overwrite to replace it"
-        )
+    output_dir.check_output(output, overwrite, PrepareDataError, "--output_path")
 
 
-@contextmanager
-def staging(output: Path, overwrite: bool) -> Iterator[Path]:
-    """A temp dir next to `output`, renamed to it when the body succeeds, deleted when it fails.
-
-    Readers never see a half-written dataset: `output` appears (or is swapped) in one rename.
-    """
-    output = output.absolute()
-    check_output(output, overwrite)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes 0700; datasets are shared
-        yield tmp
-        check_output(output, overwrite)
-        if output.is_dir() and not any(output.iterdir()):
-            output.rmdir()
-        if output.exists():  # --overwrite: swap, then delete the old copy
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.rename(output, old)
-            os.rename(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def staging(output: Path, overwrite: bool) -> AbstractContextManager[Path]:
+    """A temp dir next to `output`, renamed to it when the body succeeds, deleted when it fails."""
+    return output_dir.staging(output, overwrite, PrepareDataError, "--output_path")

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from common.linear import linear
+
 
 class Mlp(nn.Sequential):
     """Args:
@@ -21,8 +23,8 @@ class Mlp(nn.Sequential):
 
     forward(x [B, in_features]) -> [B, sizes[-1]].
 
-    A plain nn.Sequential (Linear, ReLU, Linear, ...) so TorchScript/ONNX export and oneDNN see ordinary
-    ops; the reference's apex fused MLP computes the same function.
+    An nn.Sequential (Linear, ReLU, Linear, ...) in its state dict and in TorchScript/ONNX exports (where
+    `common.linear` is plain F.linear + ReLU); the reference's apex fused MLP computes the same function.
     """
 
     def __init__(self, in_features: int, sizes: Sequence[int], relu_last: bool) -> None:
@@ -53,5 +55,10 @@ class Mlp(nn.Sequential):
                 layer.weight.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)))
                 layer.bias.normal_(0.0, math.sqrt(1.0 / fan_out))
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - Sequential semantics, typed for export
-        return super().forward(x)
+    def forward(self, x: Tensor) -> Tensor:
+        """Sequential semantics; each Linear + ReLU pair is one `common.linear.linear` call (fused on CPU)."""
+        layers = [*self, None]
+        for layer, after in zip(layers, layers[1:]):
+            if isinstance(layer, nn.Linear):
+                x = linear(x, layer.weight, layer.bias, relu=isinstance(after, nn.ReLU))
+        return x

@@ -139,10 +139,40 @@ def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
 def dot_attention(query: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """The reference's DIN block with the dot interaction: parameter-free target attention.
 
-    query [B, E], keys [B, T, E] (already zero at padding), mask [B, T] bool ->
-    (pooled [B, E] = sum_t softmax_t(<q, k_t>) k_t, raw scores [B, T] fp32 with -inf at masked positions).
+    query [B, E], keys [B, T, E], mask [B, T] bool -> (pooled [B, E] = sum_t softmax_t(<q, k_t>) k_t,
+    raw scores [B, T] fp32 with -inf at masked positions; not differentiable, for top-k selection).
+    Keys at masked positions get weight exactly 0, so they need not be zeroed, and their gradient is 0.
     """
-    scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, T]
-    weights = masked_softmax(scores, mask)
-    pooled = torch.bmm(weights.unsqueeze(1).to(keys.dtype), keys).squeeze(1)  # [B, E]
-    return pooled, scores.float().masked_fill(~mask, float("-inf"))
+    return _DotAttention.apply(query, keys, mask)
+
+
+class _DotAttention(torch.autograd.Function):
+    """dot_attention with a hand-written backward: 3 batched mat-vecs instead of autograd's 4 plus an add.
+
+    The step is memory-bound on [B, T, E] (DIN, B 4096, T 100: 52 MB per pass), so passes are what count:
+    d_keys = w (x) d_pooled + d_scores (x) q is ONE bmm with an inner size of 2. Runs in the keys' dtype
+    (fp32 embeddings) even under autocast: bf16 would add a cast pass to a memory-bound op.
+    Measured (DIN training step, 2 cores): 28.3k -> XXk samples/s.
+    """
+
+    @staticmethod
+    def forward(ctx, query: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.autocast(keys.device.type, enabled=False):
+            query = query.to(keys.dtype)
+            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, T]
+            weights = masked_softmax(scores, mask).to(keys.dtype)
+            pooled = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)  # [B, E]
+        ctx.save_for_backward(query, keys, weights)
+        raw = scores.float().masked_fill(~mask, float("-inf"))
+        ctx.mark_non_differentiable(raw)
+        return pooled, raw
+
+    @staticmethod
+    def backward(ctx, d_pooled: Tensor, _d_raw: Tensor | None) -> tuple[Tensor | None, ...]:
+        query, keys, weights = ctx.saved_tensors
+        d_pooled = d_pooled.to(keys.dtype)
+        d_weights = torch.bmm(keys, d_pooled.unsqueeze(-1)).squeeze(-1)  # [B, T]
+        d_scores = weights * (d_weights - (weights * d_weights).sum(-1, keepdim=True))  # softmax backward
+        d_keys = torch.bmm(torch.stack([weights, d_scores], -1), torch.stack([d_pooled, query], 1))
+        d_query = torch.bmm(d_scores.unsqueeze(1), keys).squeeze(1)
+        return d_query, d_keys, None

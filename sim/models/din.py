@@ -32,6 +32,5 @@ class DIN(nn.Module):
         user = self.user_embedding(batch.user)  # [B, U*D]
         target, history = self.item_embedding(batch.target, batch.history)  # [B, E], [B, T, E]
         mask = history_mask(batch.history)  # [B, T]
-        history = history * mask.unsqueeze(-1)
-        pooled, _ = dot_attention(target, history, mask)
+        pooled, _ = dot_attention(target, history, mask)  # padded keys get weight 0: no zeroing pass
         return SimOutput(logits=self.classifier(torch.cat([target, pooled, user], -1)))

@@ -121,6 +121,29 @@ def test_attention_ignores_masked_positions_and_survives_empty_rows() -> None:
     torch.testing.assert_close(dot_attention(query, changed, mask)[0][[0, 2]], pooled[[0, 2]])
 
 
+def test_dot_attention_backward_matches_autograd() -> None:
+    """The hand-written backward equals autograd through bmm + masked softmax + bmm, and padded keys get
+    exactly zero gradient (so they need not be zeroed before attention)."""
+    torch.manual_seed(0)
+    query = torch.randn(4, 6, requires_grad=True)
+    keys = torch.randn(4, 5, 6, requires_grad=True)
+    mask = torch.rand(4, 5) > 0.4
+    mask[0], mask[1] = True, False
+    upstream = torch.randn(4, 6)
+    pooled, scores = dot_attention(query, keys, mask)
+    assert not scores.requires_grad
+    d_query, d_keys = torch.autograd.grad((pooled * upstream).sum(), (query, keys))
+
+    raw = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1).masked_fill(~mask, float("-inf"))
+    weights = torch.nan_to_num(torch.softmax(raw, -1)) * mask
+    reference = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+    torch.testing.assert_close(pooled, reference)
+    want_query, want_keys = torch.autograd.grad((reference * upstream).sum(), (query, keys))
+    torch.testing.assert_close(d_query, want_query)
+    torch.testing.assert_close(d_keys, want_keys)
+    assert torch.all(d_keys[~mask] == 0)
+
+
 def test_feature_embedding_offsets_and_gradient() -> None:
     table = FeatureEmbedding((3, 5), 2)
     ids = torch.tensor([[1, 5], [3, 1]], dtype=torch.int32)

@@ -1,0 +1,82 @@
+"""common.linear: the oneDNN path must be F.linear (+ ReLU), forward and backward, and step aside where it
+cannot be used (autocast, tracing, other dtypes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.linear import Linear, linear, onednn_available
+
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="torch built without oneDNN")
+
+
+def _grads(fn, x, w, b, g):
+    for t in (x, w, b):
+        t.grad = None
+    y = fn()
+    (y * g).sum().backward()
+    return y.detach(), [t.grad.clone() for t in (x, w, b)]
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    "shape, out, relu",
+    [
+        ((64, 37), 23, True),
+        ((64, 23), 37, False),
+        ((5, 7, 37), 23, False),
+        ((1, 13), 512, True),
+        ((300, 8), 1, False),
+    ],
+)
+def test_matches_f_linear_forward_and_backward(shape, out, relu):
+    """Both dW branches (narrow output and narrow input), 3-D inputs, a batch of one, the logit layer."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    w = torch.randn(out, shape[-1], requires_grad=True)
+    b = torch.randn(out, requires_grad=True)
+    g = torch.randn(*shape[:-1], out)
+
+    def reference():
+        y = F.linear(x, w, b)
+        return torch.relu(y) if relu else y
+
+    y, grads = _grads(lambda: linear(x, w, b, relu), x, w, b, g)
+    assert y.shape == (*shape[:-1], out)
+    assert linear(x, w, b, relu).grad_fn.name().startswith("_OneDnnLinear")
+    y_ref, grads_ref = _grads(reference, x, w, b, g)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_transposed_input_and_no_bias():
+    x = torch.randn(40, 16).t().requires_grad_()  # [16, 40], non-contiguous
+    w = torch.randn(8, 40, requires_grad=True)
+    y = linear(x, w)
+    y.sum().backward()
+    torch.testing.assert_close(y, F.linear(x, w), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(w.grad, torch.ones(16, 8).t() @ x.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_falls_back_where_onednn_does_not_apply():
+    x, w, b = torch.randn(4, 3), torch.randn(2, 3), torch.randn(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear(x, w, b).dtype == torch.bfloat16  # autocast's own linear, not the fp32 path
+    assert linear(x.double(), w.double(), b.double()).dtype == torch.float64
+    assert linear(torch.randn(0, 3), w, b).shape == (0, 2)
+    traced = torch.jit.trace(Linear(3, 2), (x,))
+    assert "OneDnn" not in str(traced.graph)
+    torch.testing.assert_close(traced(x), F.linear(x, traced.weight, traced.bias))
+
+
+def test_linear_module_keeps_nn_linear_state_dict():
+    torch.manual_seed(0)
+    ours = Linear(5, 3)
+    plain = torch.nn.Linear(5, 3)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(7, 5)
+    torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=1e-5)

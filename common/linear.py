@@ -5,8 +5,9 @@ On the 2-core AMD EPYC (Zen 5, AVX-512) this project is tested on, [4096, 512] x
 190 GFLOP/s through MKL and 431 GFLOP/s through oneDNN (`torch.ops.mkldnn._linear_pointwise`, which
 PyTorch ships for its own compiler), both exact fp32 (max error vs float64 1e-4 at K = 512). The MLP
 GEMMs are ~70% of a DLRM training step, so this is the one change that moves fp32 CPU training.
-Backward is ours too: dX = dY W and dW = dY^T X are the same oneDNN product on transposed views (2.5x
-and 1.6x MKL at that shape), and a following ReLU is fused into the forward product.
+Backward is ours too: dX = dY W and dW = dY^T X are the same oneDNN product (2.5x and 1.6x MKL at that
+shape; for dW oneDNN needs one operand transposed in memory, so the narrower one is copied), and a
+following ReLU is fused into the forward product.
 
 Everywhere else (CUDA, bf16/fp16, autocast, TorchScript tracing, ONNX export, torch.compile, a torch
 without oneDNN) it is exactly F.linear (+ ReLU), so exported graphs and checkpoints are unchanged.
@@ -51,15 +52,24 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
+def _plain(t: Tensor) -> Tensor:
+    """t itself when it is contiguous or the transpose of a contiguous matrix, else a contiguous copy.
+
+    oneDNN is fast on those two layouts, but picks a reference kernel ~1000x slower for others (seen on
+    torch 2.13: a weight slice with a padded row stride, a stride-0 gradient from `.sum().backward()`).
+    """
+    return t if t.is_contiguous() or t.t().is_contiguous() else t.contiguous()
+
+
 def _product(a: Tensor, b_t: Tensor) -> Tensor:
-    """a [M, K] @ b_t.T for b_t [N, K] (any strides) -> [M, N], on oneDNN."""
-    return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
+    """a [M, K] @ b_t.T for b_t [N, K] -> [M, N] on oneDNN; a is made contiguous, b_t plain."""
+    return torch.ops.mkldnn._linear_pointwise(a.contiguous(), _plain(b_t), None, "none", [], "")
 
 
 class _OneDnnLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
-        x2 = x.reshape(-1, x.shape[-1])
+        x2, weight = x.reshape(-1, x.shape[-1]).contiguous(), _plain(weight)
         y = torch.ops.mkldnn._linear_pointwise(x2, weight, bias, "relu" if relu else "none", [], "")
         ctx.save_for_backward(x2, weight, y if relu else None)
         ctx.relu, ctx.has_bias, ctx.in_shape = relu, bias is not None, x.shape
@@ -68,15 +78,13 @@ class _OneDnnLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: Tensor) -> tuple[Tensor | None, ...]:
         x2, weight, y = ctx.saved_tensors
-        dy = dy.reshape(-1, weight.shape[0])
+        dy = dy.reshape(-1, weight.shape[0]).contiguous()
         if ctx.relu:
             dy = torch.ops.aten.threshold_backward(dy, y, 0)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = _product(dy, weight.t()).view(ctx.in_shape)
-        if ctx.needs_input_grad[
-            1
-        ]:  # oneDNN copies a transposed input, not a transposed weight: copy the narrower
+        if ctx.needs_input_grad[1]:  # dY^T X: the transposed operand oneDNN must copy is the narrower one
             dw = _product(dy.t(), x2.t()) if dy.shape[1] <= x2.shape[1] else _product(x2.t(), dy.t()).t()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy.sum(0)

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.linear import Linear
+
 
 class FeatureEmbedding(nn.Module):
     """K categorical features, one table each, stored as ONE [sum(rows), D] weight with row offsets.
@@ -114,7 +116,8 @@ def output_logit(h: Tensor, out: nn.Linear) -> Tensor:
 
 
 def glorot_linear(n_in: int, n_out: int) -> nn.Linear:
-    layer = nn.Linear(n_in, n_out)
+    """Keras Dense init; `common.linear.Linear` (an nn.Linear whose fp32 CPU GEMMs run on oneDNN)."""
+    layer = Linear(n_in, n_out)
     nn.init.xavier_uniform_(layer.weight)
     nn.init.zeros_(layer.bias)
     return layer

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.linear import linear
 from sim.layers import MLP, FeatureEmbedding, glorot_linear, history_mask, masked_softmax, output_logit
 from sim.models import SimBatch, SimOutput, SimSizes
 
@@ -75,13 +76,13 @@ class AUGRU(nn.Module):
         nn.init.orthogonal_(self.weight_hh)
 
     def forward(self, x: Tensor, attention: Tensor, mask: Tensor) -> Tensor:
-        gates_x = F.linear(x, self.weight_ih, self.bias_ih)  # [B, S, 3H]: all input projections at once
+        gates_x = linear(x, self.weight_ih, self.bias_ih)  # [B, S, 3H]: all input projections at once
         state = x.new_zeros(x.shape[0], self.weight_hh.shape[1], dtype=torch.float32)
         # unbind, not gates_x[:, t]: each slice's backward would zero-fill a full [B, S, 3H] gradient
         steps = zip(gates_x.unbind(1), attention.unsqueeze(-1).unbind(1), mask.unsqueeze(-1).unbind(1))
         for gx, a, m in steps:  # a loop over time steps, vectorised over the batch
             xr, xu, xn = gx.chunk(3, -1)
-            hr, hu, hn = F.linear(state, self.weight_hh, self.bias_hh).chunk(3, -1)
+            hr, hu, hn = linear(state, self.weight_hh, self.bias_hh).chunk(3, -1)
             reset, update = torch.sigmoid(xr + hr), torch.sigmoid(xu + hu)
             candidate = torch.tanh(xn + reset * hn)
             new = state + (a * update) * (candidate - state)  # (1 - u~) h + u~ h~, u~ = a * u
@@ -105,8 +106,8 @@ class VecAttGRU(nn.Module):
 
     def forward(self, x: Tensor, attention: Tensor, mask: Tensor) -> Tensor:
         n = self.input_size
-        gates_x = F.linear(x, self.gate.weight[:, :n], self.gate.bias)  # [B, S, 2H]
-        cand_x = F.linear(x, self.candidate.weight[:, :n], self.candidate.bias)  # [B, S, H]
+        gates_x = linear(x, self.gate.weight[:, :n], self.gate.bias)  # [B, S, 2H]
+        cand_x = linear(x, self.candidate.weight[:, :n], self.candidate.bias)  # [B, S, H]
         gate_h, cand_h = self.gate.weight[:, n:], self.candidate.weight[:, n:]
         state = x.new_zeros(x.shape[0], self.candidate.weight.shape[0], dtype=torch.float32)
         steps = zip(
@@ -116,8 +117,8 @@ class VecAttGRU(nn.Module):
             mask.unsqueeze(-1).unbind(1),
         )
         for gx, cx, a, m in steps:
-            reset, keep = torch.sigmoid(gx + F.linear(state, gate_h)).chunk(2, -1)
-            candidate = torch.tanh(cx + F.linear(reset * state, cand_h))
+            reset, keep = torch.sigmoid(gx + linear(state, gate_h)).chunk(2, -1)
+            candidate = torch.tanh(cx + linear(reset * state, cand_h))
             keep = (1 - a) * keep
             new = keep * state + (1 - keep) * candidate
             state = torch.where(m, new, state)
@@ -143,8 +144,8 @@ class DienAttention(nn.Module):
     def forward(self, query: Tensor, states: Tensor) -> Tensor:
         q = self.query(query)  # [B, H]
         wq, wh, wd, wp = self.fc1.weight.split(self.hidden, dim=1)
-        per_row = F.linear(q, wq + wd, self.fc1.bias).unsqueeze(1)  # [B, 1, 80]
-        per_step = F.linear(torch.cat([states, q.unsqueeze(1) * states], -1), torch.cat([wh - wd, wp], 1))
+        per_row = linear(q, wq + wd, self.fc1.bias).unsqueeze(1)  # [B, 1, 80]
+        per_step = linear(torch.cat([states, q.unsqueeze(1) * states], -1), torch.cat([wh - wd, wp], 1))
         x = torch.sigmoid(self.fc2(torch.sigmoid(per_step + per_row)))
         return output_logit(x, self.out)
 
@@ -166,9 +167,9 @@ class AuxiliaryNet(nn.Module):
         """states [B, S, H], positive/negative [B, S, E], mask [B, S] -> (mean loss, number of pairs)."""
         first = self.mlp.hidden[0]
         w_h, w_e = first.weight.split([self.hidden, first.weight.shape[1] - self.hidden], dim=1)
-        h_part = F.linear(states[:, :-1], w_h, first.bias)  # [B, S-1, d1]
+        h_part = linear(states[:, :-1], w_h, first.bias)  # [B, S-1, d1]
         items = torch.stack([positive[:, 1:], negative[:, 1:]])  # [2, B, S-1, E]
-        logits = output_logit(self.mlp.hidden[1:](h_part + F.linear(items, w_e)), self.mlp.out)
+        logits = output_logit(self.mlp.hidden[1:](h_part + linear(items, w_e)), self.mlp.out)
         cells = F.softplus(-logits[0]) + F.softplus(logits[1])  # -log p(pos) - log(1 - p(neg)), stable
         pairs = mask[:, :-1] & mask[:, 1:]
         count = pairs.sum()

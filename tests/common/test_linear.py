@@ -80,3 +80,15 @@ def test_linear_module_keeps_nn_linear_state_dict():
     plain.load_state_dict(ours.state_dict())
     x = torch.randn(7, 5)
     torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_weight_slice_and_broadcast_gradient():
+    """Layouts oneDNN is slow or wrong on are copied first: a column slice of a weight, a stride-0 dY."""
+    big = torch.randn(12, 10, requires_grad=True)
+    x = torch.randn(3, 4, 6, requires_grad=True)
+    linear(x, big[:, 4:]).sum().backward()  # d/dy of .sum() is an expanded (stride-0) tensor
+    want_big = torch.zeros(12, 10)
+    want_big[:, 4:] = x.detach().reshape(-1, 6).sum(0)
+    torch.testing.assert_close(big.grad, want_big)
+    torch.testing.assert_close(x.grad, big.detach()[:, 4:].sum(0).expand(3, 4, 6))

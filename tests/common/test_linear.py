@@ -27,12 +27,12 @@ def _grads(fn, x, w, b, g):
         ((64, 37), 23, True),
         ((64, 23), 37, False),
         ((5, 7, 37), 23, False),
-        ((1, 13), 512, True),
+        ((8, 13), 512, True),
         ((300, 8), 1, False),
     ],
 )
 def test_matches_f_linear_forward_and_backward(shape, out, relu):
-    """Both dW branches (narrow output and narrow input), 3-D inputs, a batch of one, the logit layer."""
+    """Both dW branches (narrow output and narrow input), 3-D inputs, the smallest batch, the logit layer."""
     torch.manual_seed(0)
     x = torch.randn(*shape, requires_grad=True)
     w = torch.randn(out, shape[-1], requires_grad=True)
@@ -68,6 +68,8 @@ def test_falls_back_where_onednn_does_not_apply():
         assert linear(x, w, b).dtype == torch.bfloat16  # autocast's own linear, not the fp32 path
     assert linear(x.double(), w.double(), b.double()).dtype == torch.float64
     assert linear(torch.randn(0, 3), w, b).shape == (0, 2)
+    one_row = linear(torch.randn(1, 3, requires_grad=True), w, b)  # below MIN_ROWS: oneDNN's overhead loses
+    assert not one_row.grad_fn.name().startswith("_OneDnnLinear")
     traced = torch.jit.trace(Linear(3, 2), (x,))
     assert "OneDnn" not in str(traced.graph)
     torch.testing.assert_close(traced(x), F.linear(x, traced.weight, traced.bias))

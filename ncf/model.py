@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from common.linear import Linear
+
 
 @dataclass(frozen=True)
 class NeuMFSizes:
@@ -60,7 +62,8 @@ class NeuMF(nn.Module):
         self.split_sizes = [sizes.mf_dim, layers[0] // 2]
         self.user_embedding = nn.Embedding(sizes.num_users, width, sparse=sparse)
         self.item_embedding = nn.Embedding(sizes.num_items, width, sparse=sparse)
-        self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(layers[:-1], layers[1:]))
+        # common.linear.Linear: an nn.Linear (same state dict, hooks) whose fp32 CPU GEMMs run on oneDNN
+        self.mlp = nn.ModuleList(Linear(a, b) for a, b in zip(layers[:-1], layers[1:]))
         self.dropout = sizes.dropout
         self.byte_dropout = byte_dropout
         self.final = nn.Linear(sizes.mf_dim + layers[-1], 1)  # input: concat(GMF vector, MLP vector)

@@ -403,4 +403,4 @@ def summarize(state: dict, batch_size: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    distributed.run_main(main)

@@ -255,4 +255,4 @@ def _summary(state: dict, k: int, total_time: float) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    distributed.run_main(main)

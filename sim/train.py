@@ -258,4 +258,4 @@ def _finish(log: JsonLogger, env, summary: dict[str, float]) -> dict[str, float]
 
 
 if __name__ == "__main__":
-    main()
+    distributed.run_main(main)

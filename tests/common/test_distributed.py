@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import pytest
 import torch
 
 from common import distributed, metrics
@@ -71,3 +76,18 @@ def test_shard_range_covers_everything_once() -> None:
             assert parts[0][0] == 0 and parts[-1][1] == total
             assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
             assert max(b - a for a, b in parts) - min(b - a for a, b in parts) <= 1
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_run_main_flushes_and_exits_zero(world_size: str) -> None:
+    """Multi-process workers skip interpreter finalisation (os._exit) but still flush their output."""
+    code = (
+        "import atexit, sys\n"
+        "from common.distributed import run_main\n"
+        "atexit.register(lambda: print('finalised'))\n"
+        "run_main(lambda: print('done', end=''))\n"
+    )
+    env = {**os.environ, "WORLD_SIZE": world_size}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ("done" if world_size == "2" else "donefinalised\n")

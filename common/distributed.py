@@ -66,12 +66,7 @@ def init(device: str = "auto", timeout_s: float = 1800.0) -> DistEnv:
 
 
 def shutdown(env: DistEnv) -> None:
-    """Barrier, then destroy the process group. Without the barrier a rank that finished first could tear
-    down its gloo connections while the other was still completing the last collective; that rank then
-    died in teardown with `terminate called without an active exception` (SIGABRT) in ~1 of 12 two-rank
-    CPU runs, after training had finished."""
     if env.distributed and dist.is_initialized():
-        barrier(env)
         dist.destroy_process_group()
 
 

@@ -56,6 +56,5 @@ def sgd_rows_(tables: nn.ModuleList, indices: Tensor, grads: Tensor, lr: float) 
     """
     dtype = tables[0].weight.dtype
     for i, table in enumerate(tables):
-        table.weight.index_add_(
-            0, indices[:, i], grads[:, i].to(dtype) * -lr
-        )  # contiguous rows (the strided view was slower)
+        rows = grads[:, i].to(dtype) * -lr  # contiguous [N, D]: index_add_ on the strided view was slower
+        table.weight.index_add_(0, indices[:, i], rows)

@@ -155,7 +155,7 @@ class _DotAttention(torch.autograd.Function):
     The step is memory-bound on [B, T, E] (DIN, B 4096, T 100: 52 MB per pass), so passes are what count:
     d_keys = w (x) d_pooled + d_scores (x) q is ONE bmm with an inner size of 2. Runs in the keys' dtype
     (fp32 embeddings) even under autocast: bf16 would add a cast pass to a memory-bound op.
-    Measured (DIN training step, 2 cores): 28.3k -> XXk samples/s.
+    Measured (DIN training step, 2 cores): 28.3k -> 35.8k samples/s.
     """
 
     @staticmethod

@@ -29,8 +29,10 @@ def _entry(rank: int, fn: Callable, world_size: int, port: int, queue: Any, args
     )
     import torch
 
+    from common.distributed import run_main
+
     torch.set_num_threads(1)
-    queue.put((rank, fn(*args)))
+    run_main(lambda: queue.put((rank, fn(*args))))  # ends with os._exit: see run_main on gloo teardown
 
 
 def run_distributed(fn: Callable, *args: Any, world_size: int = 2) -> list[Any]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -79,20 +81,79 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
     return value
 
 
+class _ExtendItems(argparse.Action):
+    """`--sizes 512,256 128` -> [512, 256, 128]: each word may hold a comma list (NVIDIA's form)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, [item for word in values for item in word])
+
+
+def _comma_list(item_type: Any) -> Any:
+    def convert(text: str) -> list:
+        return [item_type(part) for part in text.split(",") if part.strip()]
+
+    convert.__name__ = getattr(item_type, "__name__", "value")  # argparse names it in "invalid int value"
+    return convert
+
+
+def _or_none(convert: Any) -> Any:
+    """Optional fields: `none`, `null` or '' on the command line = unset (the seed's `--checkpoint_dir ''`)."""
+
+    def parse_value(text: str) -> Any:
+        return None if text.strip().lower() in ("", "none", "null") else convert(text)
+
+    parse_value.__name__ = getattr(convert, "__name__", "value")
+    return parse_value
+
+
 def _argparse_type(tp: Any) -> dict[str, Any]:
-    base, _ = _unwrap_optional(tp)
+    base, optional = _unwrap_optional(tp)
     origin = typing.get_origin(base)
     if origin is typing.Literal:
         choices = typing.get_args(base)
         return {"type": type(choices[0]), "choices": choices}
     if origin in (list, tuple):
         (item_type, *_) = typing.get_args(base) or (str,)
-        return {"type": item_type, "nargs": "+"}
+        return {"type": _comma_list(item_type), "nargs": "+", "action": _ExtendItems}
     if base is bool:
         return {"action": argparse.BooleanOptionalAction}
     if base in (int, float, str, Path):
-        return {"type": base}
+        return {"type": _or_none(base) if optional else base}
     raise TypeError(f"unsupported config field type {tp!r}")
+
+
+class Ignored(str):
+    """A SEED_FLAGS message for a seed flag that is accepted and changes nothing here (a tuning knob of the
+    seed's framework): the run goes on after printing the line once (rank 0)."""
+
+
+class _SeedFlag(argparse.Action):
+    """A seed flag that is not a field: sets fixed field values, is ignored with a note (`Ignored`), or
+    exits with one line saying what to use instead."""
+
+    def __init__(self, option_strings, dest, meaning: dict[str, Any] | str, **kwargs) -> None:
+        self.meaning = meaning
+        nargs = 0 if isinstance(meaning, dict) else "?"  # a dropped flag may carry a value: swallow it
+        super().__init__(option_strings, dest, nargs=nargs, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if isinstance(self.meaning, Ignored):
+            if os.environ.get("RANK", "0") == "0":
+                print(f"note: {option_string} (NVIDIA's flag) is ignored: {self.meaning}", file=sys.stderr)
+            return
+        if isinstance(self.meaning, str):
+            parser.exit(2, f"{parser.prog}: error: {option_string} (NVIDIA's flag): {self.meaning}\n")
+        namespace._seed_sets = [*getattr(namespace, "_seed_sets", []), (option_string, self.meaning)]
+
+
+class _LocalRank(argparse.Action):
+    """torch.distributed.launch without --use-env appends --local-rank=N (older torch: --local_rank)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        env = os.environ.get("LOCAL_RANK")
+        if env is not None and int(env) != values:
+            parser.error(f"{option_string} {values} disagrees with LOCAL_RANK={env} from the launcher")
+        os.environ.setdefault("LOCAL_RANK", str(values))
 
 
 def _fmt_default(value: Any) -> str:
@@ -114,6 +175,8 @@ def build_parser(
         default=None,
         help="YAML preset of defaults; flags on the command line win (default: None)",
     )
+    parser.add_argument("--local_rank", "--local-rank", type=int, action=_LocalRank, help=argparse.SUPPRESS)
+    parser.set_defaults(_seed_sets=())
     hints = _field_types(cls)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
@@ -129,7 +192,19 @@ def build_parser(
             help=f"{help_text} (default: {_fmt_default(default)})",
             **kwargs,
         )
+    for flag, meaning in getattr(cls, "SEED_FLAGS", {}).items():
+        what = meaning if isinstance(meaning, str) else ", ".join(f"--{k} {v}" for k, v in meaning.items())
+        parser.add_argument(flag, action=_SeedFlag, meaning=meaning, help=f"NVIDIA's flag: {what}")
     return parser
+
+
+def _seed_value(cls: type, name: str, value: Any) -> Any:
+    """The seed's sentinel values (field metadata `seed_values`, e.g. {-1: None}) mapped to ours."""
+    mapping = next(f for f in dataclasses.fields(cls) if f.name == name).metadata.get("seed_values", {})
+    try:
+        return mapping.get(value, value)
+    except TypeError:  # unhashable (a list)
+        return value
 
 
 def load_preset(cls: type, path: Path) -> dict[str, Any]:
@@ -149,7 +224,7 @@ def load_preset(cls: type, path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"config preset {path}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
     hints = _field_types(cls)
-    return {k: _coerce(k, v, hints[k], f"config preset {path}") for k, v in data.items()}
+    return {k: _coerce(k, _seed_value(cls, k, v), hints[k], f"config preset {path}") for k, v in data.items()}
 
 
 def parse(
@@ -162,12 +237,18 @@ def parse(
     parser = build_parser(cls, prog=prog, description=description)
     args = vars(parser.parse_args(argv))
     preset = args.pop("config")
+    args.pop("local_rank", None)
+    seed_sets = args.pop("_seed_sets")
     values: dict[str, Any] = {}
     hints = _field_types(cls)
     try:
         if preset is not None:
             values.update(load_preset(cls, preset))
-        values.update({k: _coerce(k, v, hints[k], "command line") for k, v in args.items()})
+        for _, fields in seed_sets:  # a seed flag's values; this recipe's own flags still win
+            values.update(fields)
+        values.update(
+            {k: _coerce(k, _seed_value(cls, k, v), hints[k], "command line") for k, v in args.items()}
+        )
         cfg = cls(**values)
         validate = getattr(cfg, "validate", None)
         if validate is not None:

@@ -1,8 +1,9 @@
-"""Process-group setup from `torchrun` variables and the few collectives the recipes need.
+"""Process-group setup from the launcher's variables and the few collectives the recipes need.
 
-The `DistEnv` value is passed explicitly (no module-level "is main" state). Without `WORLD_SIZE` in the
-environment the program is a single process and no process group is created, so the same entry point
-runs as `python -m ...` and under `torchrun`.
+The `DistEnv` value is passed explicitly (no module-level "is main" state). Without a launcher's variables
+in the environment the program is a single process and no process group is created, so the same entry
+point runs as `python -m ...`, under `torchrun` / `python -m torch.distributed.launch`, and under the
+seed's `mpiexec -np N` / `horovodrun` (Open MPI, MPICH/Intel MPI and Horovod variables are translated).
 """
 
 from __future__ import annotations
@@ -46,13 +47,51 @@ def pick_device(local_rank: int = 0, device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+# (rank, world size, local rank, local size) variables per launcher; torchrun's own come first.
+_LAUNCHERS = {
+    "Open MPI mpiexec / horovodrun": ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                                      "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+    "MPICH / Intel MPI mpiexec": ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+    "horovodrun (gloo)": ("HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK", "HOROVOD_LOCAL_SIZE"),
+}  # fmt: skip
+
+
+def adopt_launcher_env(environ: dict[str, str] | None = None) -> int:
+    """Translate an MPI / Horovod launcher's variables into torchrun's (RANK, WORLD_SIZE, LOCAL_RANK and,
+    on one node, MASTER_ADDR/PORT = 127.0.0.1:29500); returns the world size. Left alone under torchrun.
+
+    Why: the SIM seed runs `mpiexec -np N python main.py`; without this every process saw no WORLD_SIZE,
+    ran a full single-process job on GPU 0 and wrote the same log. Across nodes MASTER_ADDR must be passed
+    (mpiexec -x MASTER_ADDR=<rank 0 host> -x MASTER_PORT=<port>); without it this refuses.
+    """
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" in env:
+        return int(env["WORLD_SIZE"])
+    for launcher, (rank, size, local_rank, local_size) in _LAUNCHERS.items():
+        if size not in env:
+            continue
+        world = int(env[size])
+        if world > 1 and local_rank not in env:
+            sys.exit(f"error: started by {launcher} ({size}={world}) but {local_rank} is not set, so the "
+                     "GPU of each process is unknown; launch with torchrun --nproc_per_node instead")  # fmt: skip
+        if world > 1 and "MASTER_ADDR" not in env:
+            if int(env.get(local_size, world)) != world:
+                sys.exit(f"error: {launcher} across nodes: pass MASTER_ADDR (the rank 0 host) and MASTER_PORT, "
+                         "e.g. mpiexec -x MASTER_ADDR=node0 -x MASTER_PORT=29500 ...")  # fmt: skip
+            env["MASTER_ADDR"] = "127.0.0.1"
+        env.setdefault("MASTER_PORT", "29500")
+        env.update(RANK=env[rank], WORLD_SIZE=str(world), LOCAL_RANK=env.get(local_rank, "0"))
+        return world
+    return 1
+
+
 def init(device: str = "auto", timeout_s: float = 1800.0) -> DistEnv:
-    """Read RANK/LOCAL_RANK/WORLD_SIZE (set by torchrun) and join the process group.
+    """Read RANK/LOCAL_RANK/WORLD_SIZE (torchrun's, or translated from mpiexec's) and join the process group.
 
     nccl on GPU, gloo on CPU. `torch.cuda.set_device` runs before the group is created: NCCL binds each
     process to the current device at init, and without it every rank would open a context on GPU 0.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = adopt_launcher_env()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(local_rank, device)
@@ -151,7 +190,7 @@ def run_main(main: Callable[[], object]) -> None:
     keeps the earlier works alive); not finalising does.
     """
     main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if adopt_launcher_env() > 1:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
+from common.config import Ignored
 from dlrm.model import CRITEO_FL15_TABLE_SIZES
 
 
@@ -21,6 +22,10 @@ def _f(default, help: str, *aliases: str):  # noqa: A002 - reads like the flag t
 
 @dataclass(frozen=True)
 class DlrmConfig:
+    mode: Literal["train", "test", "inference_benchmark"] = _f(
+        "train", "test: evaluate --load_checkpoint_path on the test split (python -m dlrm.evaluate); "
+        "inference_benchmark: time it at --inference_benchmark_batch_sizes (python -m dlrm.benchmark)",
+    )  # fmt: skip
     # data
     dataset: Path | None = _f(None, "prepared dataset directory (dlrm.prepare_data output)")
     feature_spec: str = _f("feature_spec.yaml", "feature spec file name, relative to --dataset")
@@ -31,6 +36,9 @@ class DlrmConfig:
     synthetic_dataset_num_entries: int = _f(33554432, "synthetic mode: training samples per epoch")
     synthetic_dataset_test_entries: int = _f(1048576, "synthetic mode: test samples")
     prefetch_batches: int = _f(8, "batches read ahead by the background loader thread")
+    dataset_subset: float | None = _f(
+        None, "train on the first fraction (0, 1] of each epoch's batches (the 2020 recipe's flag)"
+    )
     shuffle_batch_order: bool = _f(
         False, "visit whole training batches in a seeded random order per epoch (rows stay as prepared)"
     )
@@ -48,14 +56,15 @@ class DlrmConfig:
     lr: float = _f(28.0, "SGD learning rate (MLPs and embeddings)")
     warmup_steps: int = _f(6400, "linear warmup steps")
     warmup_factor: int = _f(0, "warmup starts at 1 - 1/2**warmup_factor of the way up (0: from ~0)")
-    decay_start_step: int = _f(64000, "polynomial decay starts after this step")
-    decay_steps: int = _f(80000, "polynomial decay length in steps")
+    decay_start_step: int | None = _f(64000, "polynomial decay starts after this step; none = no decay")
+    decay_steps: int = _f(80000, "polynomial decay length in steps; 0 = no decay (the LR stays at --lr)")
     decay_power: float = _f(2.0, "polynomial decay power")
     decay_end_lr: float = _f(0.0, "LR floor during decay and after it ends")
     epochs: int = _f(1, "training epochs")
     max_steps: int | None = _f(None, "stop after this many optimizer steps")
     # evaluation
     test_freq: int | None = _f(None, "evaluate every N steps (None: at the end of each epoch)")
+    test_after: float = _f(0.0, "no evaluation before this many epochs are done (fractions allowed)")
     auc_threshold: float | None = _f(None, "stop as soon as the test AUC reaches this value")
     # parallelism and precision
     embedding_sharding: Literal["replicated", "table"] = _f(
@@ -65,6 +74,13 @@ class DlrmConfig:
     )
     amp: bool = _f(False, "mixed precision autocast (bf16 where supported, else fp16 with loss scaling)")
     amp_dtype: Literal["auto", "bfloat16", "float16"] = _f("auto", "autocast dtype when --amp is on")
+    loss_scale: float | None = _f(
+        None, "fp16 (--amp_dtype float16 / --fp16): the loss scale starts here and never grows (the seed's "
+        "static scale; it halves on overflow); none = start at 2**16",
+    )  # fmt: skip
+    tf32: bool = _f(
+        True, "CUDA: fp32 matmuls on TF32 tensor cores, as NVIDIA's fp32 numbers; --no-tf32 = IEEE fp32"
+    )
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto = the local rank's GPU when present, else CPU")
     seed: int = _f(12345, "random seed (model init, synthetic data, batch order)")
     # checkpoints and logging
@@ -72,12 +88,49 @@ class DlrmConfig:
         None, "checkpoint written at every evaluation and at the end (full state: resumable)"
     )
     load_checkpoint_path: Path | None = _f(
-        None, "resume from this checkpoint (model, optimizer, step, best AUC); see also --resume"
-    )
+        None, "start from these model weights (step 0, fresh optimizer: not a resume, see --resume); "
+        "--mode test / inference_benchmark: the model to evaluate",
+    )  # fmt: skip
     resume: bool = _f(True, "resume from --save_checkpoint_path when that file exists (after a kill)")
+    output_dir: Path | None = _f(
+        None, "directory that relative --log_path and --save_checkpoint_path are under (the 2020 flag)"
+    )
     log_path: Path | None = _f(Path("log.json"), "DLLogger JSON log (rank 0 only)")
     print_freq: int = _f(200, "log the training loss every N steps (also the NaN check)")
     progress: bool = _f(True, "show tqdm progress bars on rank 0")
+    # the seed's inference benchmark (--mode inference_benchmark) and throughput warm-up
+    benchmark_warmup_steps: int = _f(
+        0, "steps left out of the throughput (train) or of the timed batches (inference_benchmark)"
+    )
+    inference_benchmark_batch_sizes: list[int] = _f([1, 64, 4096], "--mode inference_benchmark batch sizes")
+    inference_benchmark_steps: int = _f(200, "--mode inference_benchmark: timed batches per batch size")
+
+    # NVIDIA's DLRM flags that are not fields here (dlrm/README.md, "NVIDIA's flags").
+    SEED_FLAGS: ClassVar[dict] = {
+        "--fp16": {"amp": True, "amp_dtype": "float16"},
+        "--nofp16": {"amp": False},
+        "--cuda_graphs": Ignored(
+            "training steps are not captured as CUDA graphs here; --mode inference_benchmark uses them on CUDA"
+        ),
+        "--optimized_mlp": Ignored("the MLPs are torch.nn.Linear (cuBLAS); there is no apex fused MLP"),
+        "--auc_device": Ignored("the AUC is computed exactly on the training device"),
+        "--backend": Ignored("nccl on CUDA, gloo on CPU, chosen from --device"),
+        "--base_device": "use --device cuda|cpu",
+        "--embedding_type": "tables are torch.nn.Embedding weights updated row-wise (no custom CUDA "
+        "kernels); use --embedding_sharding replicated|table for placement",
+        "--dataset_type": "use --dataset DIR (split binary + feature_spec.yaml) or --synthetic_dataset; "
+        "a 2020 train_data.bin converts with python -m dlrm.convert_bin",
+        "--num_numerical_features": "the numerical count comes from the dataset's feature spec",
+        "--bottom_features_ordered": "not needed: the bottom MLP output is always the first interaction input",
+        "--Adam_embedding_optimizer": "only plain SGD (the reference's default) is implemented",
+        "--Adam_MLP_optimizer": "only plain SGD (the reference's default) is implemented",
+        "--freeze_mlps": "not implemented",
+        "--freeze_embeddings": "not implemented",
+    }
+
+    def resolve(self, path: Path | None) -> Path | None:
+        """A relative output path under --output_dir (when set)."""
+        return self.output_dir / path if path is not None and self.output_dir is not None else path
 
     def validate(self) -> None:
         positive = {
@@ -87,7 +140,8 @@ class DlrmConfig:
             "synthetic_dataset_num_entries": self.synthetic_dataset_num_entries,
             "synthetic_dataset_test_entries": self.synthetic_dataset_test_entries,
         }  # fmt: skip
-        for name in ("max_steps", "test_freq", "max_table_size"):
+        positive["inference_benchmark_steps"] = self.inference_benchmark_steps
+        for name in ("max_steps", "test_freq", "max_table_size", "dataset_subset", "loss_scale"):
             if getattr(self, name) is not None:
                 positive[name] = getattr(self, name)
         if bad := [f"{k}={v}" for k, v in positive.items() if v <= 0]:
@@ -104,11 +158,21 @@ class DlrmConfig:
             raise ValueError("MLP sizes must be positive")
         if self.self_interaction and self.interaction_op != "dot":
             raise ValueError("self_interaction needs interaction_op dot")
-        if self.warmup_steps < 0 or self.decay_steps < 0 or self.decay_start_step < self.warmup_steps:
+        start = self.warmup_steps if self.decay_start_step is None else self.decay_start_step
+        if self.warmup_steps < 0 or self.decay_steps < 0 or start < self.warmup_steps:
             raise ValueError(
                 f"need 0 <= warmup_steps ({self.warmup_steps}) <= decay_start_step ({self.decay_start_step}) "
                 f"and decay_steps >= 0 ({self.decay_steps})"
             )
+        if self.dataset_subset is not None and self.dataset_subset > 1:
+            raise ValueError(f"dataset_subset must be in (0, 1], got {self.dataset_subset}")
+        if self.test_after < 0 or self.benchmark_warmup_steps < 0:
+            raise ValueError("test_after and benchmark_warmup_steps must be >= 0")
+        if not self.inference_benchmark_batch_sizes or min(self.inference_benchmark_batch_sizes) <= 0:
+            raise ValueError(f"inference_benchmark_batch_sizes must be positive, got "
+                             f"{self.inference_benchmark_batch_sizes}")  # fmt: skip
+        if self.mode == "test" and self.load_checkpoint_path is None:
+            raise ValueError("--mode test evaluates --load_checkpoint_path (a dlrm.train checkpoint)")
         if self.decay_end_lr < 0 or self.warmup_factor < 0:
             raise ValueError("decay_end_lr and warmup_factor must be >= 0")
         if not self.synthetic_dataset_table_sizes or min(self.synthetic_dataset_table_sizes) <= 0:

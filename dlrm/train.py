@@ -28,6 +28,7 @@ from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from dlrm import data as dlrm_data
+from dlrm import seed_modes
 from dlrm.config import DlrmConfig
 from dlrm.embeddings import sgd_rows_
 from dlrm.evaluate import check_compatible, evaluate
@@ -196,6 +197,8 @@ def _fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = config.parse(DlrmConfig, argv, prog="python -m dlrm.train", description=__doc__.split("\n\n")[0])
+    if cfg.mode != "train":  # the seed's --mode test / inference_benchmark
+        return seed_modes.run(cfg)
     if cfg.dataset is None and not cfg.synthetic_dataset:
         _fail(
             "--dataset is required (a directory written by python -m dlrm.prepare_data), or --synthetic_dataset"
@@ -204,26 +207,35 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     env = distributed.init(cfg.device)
     if cfg.batch_size % env.world_size:
         _fail(f"--batch_size {cfg.batch_size} is global and must be divisible by {env.world_size} ranks")
-    resume_path = cfg.load_checkpoint_path
-    if resume_path is None and cfg.resume and cfg.save_checkpoint_path and cfg.save_checkpoint_path.is_file():
-        resume_path = cfg.save_checkpoint_path
+    save_path = cfg.resolve(cfg.save_checkpoint_path)
+    resume_path = save_path if cfg.resume and save_path and save_path.is_file() else None
     try:
         source = build_source(cfg, env)
-        steps = source.rows("train") // cfg.batch_size
+        steps = steps_per_epoch(cfg, source)
         if steps == 0:
             raise ValueError(
                 f"{source.rows('train')} training rows make no full batch of --batch_size {cfg.batch_size}"
             )
         resume_from = checkpoint.load(resume_path) if resume_path is not None else None
+        weights_from = checkpoint.load(cfg.load_checkpoint_path) if cfg.load_checkpoint_path else None
     except (FeatureSpecError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     sizes = model_sizes(cfg, source.table_sizes, source.num_numerical)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = DLRM(sizes, sparse=cfg.embedding_sharding == "table").to(env.device)
-    amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype)
+    try:
+        amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype, tf32=cfg.tf32, loss_scale=cfg.loss_scale)
+    except ValueError as e:
+        _fail(str(e))
     schedule = LrSchedule(cfg.lr, cfg.warmup_steps, cfg.warmup_factor, cfg.decay_start_step, cfg.decay_steps,
                           cfg.decay_power, cfg.decay_end_lr)  # fmt: skip
     state = new_state()
+    if weights_from is not None and resume_from is None:  # the seed's --load_checkpoint_path: weights only
+        try:
+            check_compatible(model, source, str(cfg.load_checkpoint_path))
+            checkpoint.restore(weights_from, model, restore_rng=False)
+        except (RuntimeError, ValueError, KeyError) as e:
+            _fail(f"cannot load weights from {cfg.load_checkpoint_path}: {e}")
     if resume_from is not None:
         try:
             check_compatible(model, source, str(resume_path))
@@ -239,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         step_fn.optimizer.load_state_dict(resume_from["optimizer"])
         if amp.scaler.is_enabled() and resume_from.get("scaler"):
             amp.scaler.load_state_dict(resume_from["scaler"])
-    log = JsonLogger(cfg.log_path, enabled=env.is_main, metadata=METRICS)
+    log = JsonLogger(cfg.resolve(cfg.log_path), enabled=env.is_main, metadata=METRICS)
     log.parameters({**config.to_dict(cfg), "world_size": env.world_size, "device": str(env.device),
                     "table_sizes": list(sizes.table_sizes), "amp_mode": amp.describe(),
                     "resumed_from_step": state["global_step"]})  # fmt: skip
@@ -253,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"error: {e}; lower --lr or raise --warmup_steps (the last checkpoint is kept)", file=sys.stderr
         )
         raise SystemExit(1) from None
-    summary = summarize(state, cfg.batch_size)
+    summary = summarize(state, cfg.batch_size)  # without the --benchmark_warmup_steps
     log.summary(summary)
     log.close()
     if owns_group:
@@ -282,7 +294,13 @@ class _Run:
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.source.rows("train") // self.cfg.batch_size
+        return steps_per_epoch(self.cfg, self.source)
+
+
+def steps_per_epoch(cfg: DlrmConfig, source) -> int:
+    """Full batches per epoch; --dataset_subset keeps the first fraction of them."""
+    steps = source.rows("train") // cfg.batch_size
+    return max(int(steps * cfg.dataset_subset), 1) if cfg.dataset_subset is not None and steps else steps
 
 
 def run(r: _Run, state: dict) -> None:
@@ -303,9 +321,13 @@ def run(r: _Run, state: dict) -> None:
             state["loss_count"] += 1
             bar.update()
             gs = state["global_step"]
+            if gs == cfg.benchmark_warmup_steps:  # throughput leaves the first steps out (the seed's flag)
+                state["train_time"], state["untimed_steps"] = 0.0, gs
+                r.clock.lap()
             if gs % cfg.print_freq == 0:
                 _log_window(r, state, window)
-            if cfg.test_freq is not None and gs % cfg.test_freq == 0 and gs < total:
+            tested = gs >= cfg.test_after * steps  # --test_after: no evaluation before that many epochs
+            if cfg.test_freq is not None and gs % cfg.test_freq == 0 and gs < total and tested:
                 state["loss_sum"] = float(window)
                 _evaluate_and_save(r, state)
                 if state["stopped"]:
@@ -314,7 +336,7 @@ def run(r: _Run, state: dict) -> None:
         if state["step_in_epoch"] >= steps:
             state["epoch"] += 1
             state["step_in_epoch"] = 0
-            if cfg.test_freq is None and state["global_step"] < total:
+            if cfg.test_freq is None and state["global_step"] < total and state["epoch"] >= cfg.test_after:
                 state["loss_sum"] = float(window)
                 _evaluate_and_save(r, state)
     bar.close()
@@ -381,7 +403,7 @@ def _evaluate_and_save(r: _Run, state: dict) -> None:
                   f"{state['global_step']} after {state['train_time']:.1f} s of training", file=sys.stderr)  # fmt: skip
     weights = r.step_fn.weights() if cfg.save_checkpoint_path is not None else None  # collective when sharded
     if weights is not None and env.is_main:
-        checkpoint.save(cfg.save_checkpoint_path, model=weights, hyperparams=r.sizes.as_dict(),
+        checkpoint.save(cfg.resolve(cfg.save_checkpoint_path), model=weights, hyperparams=r.sizes.as_dict(),
                         config=config.to_dict(cfg), optimizer=r.step_fn.optimizer, scaler=r.amp.scaler,
                         progress=dict(state))  # fmt: skip
     distributed.barrier(env)
@@ -398,7 +420,11 @@ def summarize(state: dict, batch_size: int) -> dict[str, float]:
         "auc": state["evals"][-1]["auc"] if state["evals"] else math.nan,
         "steps": state["global_step"],
         "time_to_train": train_time,
-        "average_train_throughput": state["global_step"] * batch_size / train_time if train_time else 0.0,
+        "average_train_throughput": (state["global_step"] - state.get("untimed_steps", 0))
+        * batch_size
+        / train_time
+        if train_time
+        else 0.0,
     }
 
 

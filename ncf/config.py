@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 
 def _f(default, help: str, *aliases: str):  # noqa: A002 - reads like the flag table it mirrors
@@ -36,8 +36,8 @@ class NcfConfig:
     )
     negative_samples: int = _f(4, "random negatives per training positive, resampled every epoch", "-n")
     learning_rate: float = _f(0.0045, "Adam learning rate", "-l")
-    beta1: float = _f(0.25, "Adam beta1")
-    beta2: float = _f(0.5, "Adam beta2")
+    beta1: float = _f(0.25, "Adam beta1", "-b1")
+    beta2: float = _f(0.5, "Adam beta2", "-b2")
     eps: float = _f(1e-8, "Adam epsilon")
     optimizer: Literal["adam", "sparse_adam"] = _f(
         "adam",
@@ -51,20 +51,35 @@ class NcfConfig:
         1.0, "stop early once HR@K >= threshold (1.0 never stops; 0.9562 is the ml-20m target)", "-t"
     )
     # runtime
+    mode: Literal["train", "test"] = _f(
+        "train", "test: evaluate --load_checkpoint_path on --data once and exit (as python -m ncf.evaluate)"
+    )
     seed: int | None = _f(None, "random seed; None draws one (logged, and stored in checkpoints)", "-s")
     amp: bool = _f(False, "mixed precision autocast (bf16 where supported, else fp16 with loss scaling)")
     amp_dtype: Literal["auto", "bfloat16", "float16"] = _f("auto", "autocast dtype when --amp is on")
+    tf32: bool = _f(
+        True, "CUDA: fp32 matmuls on TF32 tensor cores, as NVIDIA's fp32 numbers; --no-tf32 = IEEE fp32"
+    )
     compile: bool = _f(False, "torch.compile the model (CUDA or CPU with a C++ compiler)")
     device: Literal["auto", "cpu", "cuda"] = _f(
         "auto", "auto = the local rank's GPU when CUDA is present, else CPU"
     )
     checkpoint_dir: Path | None = _f(
-        None, "where last.pt (every epoch, for resuming) and best.pt (best HR) go"
-    )
+        None, "where best.pt (weights at the best HR; the seed's model.pth) and last.pt (every epoch, for "
+        "resuming) go; unset or '' = no checkpoint",
+    )  # fmt: skip
     resume: bool = _f(True, "resume from <checkpoint_dir>/last.pt when it exists")
-    load_checkpoint_path: Path | None = _f(None, "start from these model weights (no optimizer state)")
+    load_checkpoint_path: Path | None = _f(
+        None, "start from these model weights (no optimizer state); --mode test: the model to evaluate"
+    )
     log_path: Path | None = _f(Path("log.json"), "DLLogger JSON log (rank 0 only)")
     progress: bool = _f(True, "show tqdm progress bars on rank 0")
+
+    # NVIDIA's NCF flags that are not fields here (ncf/README.md, "NVIDIA's flags").
+    SEED_FLAGS: ClassVar[dict] = {
+        "--opt_level": "the 2019 apex flag: use --amp for O2 (mixed precision), leave it off for O0",
+        "--valid_negative": "test negatives are drawn at preparation: python -m ncf.prepare_data --valid_negative",
+    }
 
     def validate(self) -> None:
         positive = {
@@ -79,6 +94,8 @@ class NcfConfig:
             raise ValueError(f"negative_samples must be >= 0, got {self.negative_samples}")
         if not self.layers or self.layers[0] % 2 or min(self.layers) <= 0:
             raise ValueError(f"layers must be positive with an even first size, got {self.layers}")
+        if self.mode == "test" and self.load_checkpoint_path is None:
+            raise ValueError("--mode test evaluates --load_checkpoint_path (e.g. <checkpoint_dir>/best.pt)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("beta1", "beta2"):

@@ -26,6 +26,7 @@ from common.logging import JsonLogger
 from ncf import data as ncf_data
 from ncf.config import NcfConfig
 from ncf.evaluate import evaluate
+from ncf.evaluate import main as evaluate_main
 from ncf.model import NeuMF, NeuMFSizes
 
 METRICS = {  # the reference's names (ncf.md §3.7), plus ndcg@K which it computed but never logged
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = config.parse(NcfConfig, argv, prog="python -m ncf.train", description=__doc__.split("\n\n")[0])
     if cfg.data is None:
         sys.exit("error: --data is required (a directory written by python -m ncf.prepare_data)")
+    if cfg.mode == "test":  # the seed's evaluation-only mode
+        return evaluate_main(_evaluate_argv(cfg))
     env = distributed.init(cfg.device)
     if cfg.batch_size % env.world_size:
         sys.exit(
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         checkpoint.restore(checkpoint.load(cfg.load_checkpoint_path), model, restore_rng=False)
     train_model = distributed.wrap_ddp(torch.compile(model) if cfg.compile else model, env)
     optimizers = build_optimizers(model, cfg, env.device)
-    amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype)
+    amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype, tf32=cfg.tf32)
 
     state = {"epoch": 0, "history": [], "best": {}, "elapsed": 0.0}
     if resume_from is not None:
@@ -189,6 +192,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     log.close()
     distributed.shutdown(env)
     return summary
+
+
+def _evaluate_argv(cfg: NcfConfig) -> list[str]:
+    """`--mode test` as the python -m ncf.evaluate command line it stands for."""
+    argv = ["--data", str(cfg.data), "--checkpoint", str(cfg.load_checkpoint_path), "--topk", str(cfg.topk),
+            "--feature_spec_file", cfg.feature_spec_file, "--valid_batch_size", str(cfg.valid_batch_size),
+            "--device", cfg.device]  # fmt: skip
+    return argv + (["--log_path", str(cfg.log_path)] if cfg.log_path else [])
 
 
 def _save(cfg, env, name, model, sizes, seed, state, optimizers=None, amp=None) -> None:

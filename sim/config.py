@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
+
+from common.config import Ignored
 
 
-def _f(default, help: str, *aliases: str):  # noqa: A002 - reads like the flag table it mirrors
+def _f(default, help: str, *aliases: str, seed_values: dict | None = None):  # noqa: A002 - reads like the flag table
+    meta = {"help": help, "aliases": aliases, "seed_values": seed_values or {}}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, "aliases": aliases})
-    return field(default=default, metadata={"help": help, "aliases": aliases})
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,9 @@ class SimConfig:
     stage_two_mlp_dims: list[int] = _f([200, 80], "classifier hidden sizes (SIM stage two, DIN, DIEN)")
     aux_mlp_dims: list[int] = _f([100, 50], "DIEN/SIM auxiliary-loss net hidden sizes")
     dropout_rate: float = _f(
-        0.0, "dropout before the output layer of every MLP; 0 = off (reference: -1 = off)"
+        0.0,
+        "dropout before the output layer of every MLP; 0 or -1 (the seed's value) = off",
+        seed_values={-1: 0.0},
     )
     augru_variant: Literal["paper", "nvidia_tf1"] = _f(
         "paper", "AUGRU cell: the DIEN paper's (attention scales the update gate) or the reference's TF1 cell"
@@ -57,10 +62,16 @@ class SimConfig:
     drop_remainder: bool = _f(False, "drop the last partial training batch of each epoch")
     evaluate_train: bool = _f(True, "evaluate the whole train split after each epoch (train_auc, train_loss)")
     # runtime
-    seed: int | None = _f(None, "random seed; None draws one (logged, and stored in checkpoints)")
+    seed: int | None = _f(
+        None, "random seed; none or -1 (the seed's value) draws one (logged, and stored in checkpoints)",
+        seed_values={-1: None},
+    )  # fmt: skip
     amp: bool = _f(False, "mixed precision autocast (bf16 where supported, else fp16 with loss scaling)")
     amp_dtype: Literal["auto", "bfloat16", "float16"] = _f("auto", "autocast dtype when --amp is on")
-    compile: bool = _f(False, "torch.compile the model (the reference's --xla)")
+    tf32: bool = _f(
+        True, "CUDA: fp32 matmuls on TF32 tensor cores, as NVIDIA's fp32 numbers; --no-tf32 = IEEE fp32"
+    )
+    compile: bool = _f(False, "torch.compile the model (the reference's --xla)", "--xla")
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto = the local rank's GPU when CUDA is present")
     save_checkpoint_path: Path | None = _f(None, "checkpoint file written (atomically) after every epoch")
     load_checkpoint_path: Path | None = _f(
@@ -71,6 +82,22 @@ class SimConfig:
     benchmark_steps: int = _f(200, "timed steps with --benchmark; <= 0 = one pass over the data")
     log_every: int = _f(1, "log a training step record every N steps")
     progress: bool = _f(True, "show tqdm progress bars on rank 0")
+
+    # NVIDIA's SIM flags that are not fields here (sim/README.md, "NVIDIA's flags").
+    SEED_FLAGS: ClassVar[dict] = {
+        "--disable_cache": Ignored(
+            "the prepared splits are read into memory once; there is no tf.data cache"
+        ),
+        "--prefetch_train_size": Ignored("batches are sliced from tensors in memory; no tf.data prefetch"),
+        "--prefetch_test_size": Ignored("batches are sliced from tensors in memory; no tf.data prefetch"),
+        "--prebatch_train_size": Ignored("the prepared parquet is not prebatched; batches are cut at load"),
+        "--prebatch_test_size": Ignored("the prepared parquet is not prebatched; batches are cut at load"),
+        "--num_parallel_calls": Ignored("no tf.data pipeline"),
+        "--affinity": Ignored("no CPU pinning; use numactl / taskset around the command"),
+        "--inter_op_parallelism": Ignored("TensorFlow threads; set OMP_NUM_THREADS / torch threads instead"),
+        "--intra_op_parallelism": Ignored("TensorFlow threads; set OMP_NUM_THREADS / torch threads instead"),
+        "--repeat_count": "use --epochs (repeat_count n made each epoch n passes)",
+    }
 
     def validate(self) -> None:
         positive = {

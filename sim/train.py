@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     log = JsonLogger(cfg.results_dir / cfg.log_filename, enabled=env.is_main, metadata=METRICS)
     log.parameters({**config.to_dict(cfg), "seed": seed, "world_size": env.world_size,
                     "device": str(env.device), "shuffle": "per-epoch permutation of each rank's shard"})  # fmt: skip
-    amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype)
+    amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype, tf32=cfg.tf32)
     model = model.to(env.device)
     if cfg.mode == "inference":
         summary = run_inference(model, splits["train"], local_batch, amp, cfg, env, log)

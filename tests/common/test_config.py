@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 
@@ -95,3 +96,63 @@ def test_help_documents_every_flag_with_default(capsys) -> None:
 def test_to_dict_is_plain() -> None:
     d = config.to_dict(Cfg(data=Path("/d")))
     assert d["data"] == "/d" and d["layers"] == [16, 8]
+
+
+@dataclass(frozen=True)
+class SeedCfg:
+    """A config with the seed-compatibility declarations (NVIDIA flags that are not fields)."""
+
+    sizes: list[int] = field(default_factory=lambda: [512, 256], metadata={"help": "MLP sizes"})
+    seed: int | None = field(default=None, metadata={"help": "seed", "seed_values": {-1: None}})
+    dropout: float = field(default=0.0, metadata={"help": "dropout", "seed_values": {-1: 0.0}})
+    out: Path | None = field(default=Path("o"), metadata={"help": "output"})
+    compile: bool = field(default=False, metadata={"help": "compile", "aliases": ("--xla",)})
+    amp: bool = field(default=False, metadata={"help": "amp"})
+    amp_dtype: str = field(default="auto", metadata={"help": "dtype"})
+
+    SEED_FLAGS: ClassVar[dict] = {
+        "--fp16": {"amp": True, "amp_dtype": "float16"},
+        "--cuda_graphs": config.Ignored("not captured here"),
+        "--embedding_type": "use --sharding instead",
+    }
+
+
+def test_comma_lists_as_nvidia_writes_them() -> None:
+    assert config.parse(SeedCfg, ["--sizes", "512,256,128"]).sizes == [512, 256, 128]
+    assert config.parse(SeedCfg, ["--sizes", "4", "2,1"]).sizes == [4, 2, 1]
+    assert config.parse(SeedCfg, ["--sizes", "200"]).sizes == [200]
+    assert config.parse(SeedCfg, ["--sizes", "200,"]).sizes == [200]
+    with pytest.raises(SystemExit):
+        config.parse(SeedCfg, ["--sizes", "4,x"])
+
+
+def test_seed_sentinels_aliases_and_unset_optionals() -> None:
+    cfg = config.parse(SeedCfg, ["--seed", "-1", "--dropout", "-1", "--out", "", "--xla"])
+    assert (cfg.seed, cfg.dropout, cfg.out, cfg.compile) == (None, 0.0, None, True)
+    cfg = config.parse(SeedCfg, ["--seed", "7", "--dropout", "0.2", "--out", "none", "--no-xla"])
+    assert (cfg.seed, cfg.dropout, cfg.out, cfg.compile) == (7, 0.2, None, False)
+
+
+def test_seed_flags_set_values_note_or_refuse_in_one_line(capsys) -> None:
+    cfg = config.parse(SeedCfg, ["--fp16"])
+    assert (cfg.amp, cfg.amp_dtype) == (True, "float16")
+    assert config.parse(SeedCfg, ["--fp16", "--amp_dtype", "bfloat16"]).amp_dtype == "bfloat16"  # ours win
+    assert config.parse(SeedCfg, ["--cuda_graphs"]) == SeedCfg()
+    assert "--cuda_graphs (NVIDIA's flag) is ignored: not captured here" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        config.parse(SeedCfg, ["--embedding_type", "custom_cuda"], prog="x")
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "x: error: --embedding_type (NVIDIA's flag): use --sharding instead\n"
+
+
+@pytest.mark.parametrize("flag", ["--local-rank=1", "--local_rank=1"])
+def test_local_rank_of_torch_distributed_launch_is_accepted(flag: str, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert config.parse(Cfg, [flag, "-b", "4"]).batch_size == 4
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(SystemExit):
+        config.parse(Cfg, [flag])
+    assert "disagrees with LOCAL_RANK=0" in capsys.readouterr().err
+    monkeypatch.delenv("LOCAL_RANK")
+    config.parse(Cfg, [flag])
+    assert os.environ["LOCAL_RANK"] == "1"

@@ -91,3 +91,36 @@ def test_run_main_flushes_and_exits_zero(world_size: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout == ("done" if world_size == "2" else "donefinalised\n")
+
+
+@pytest.mark.parametrize(
+    ("launcher", "expected"),
+    [
+        ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+          "OMPI_COMM_WORLD_LOCAL_SIZE": "4"}, ("3", "4", "1")),
+        ({"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1"}, ("1", "2", "1")),
+        ({"HOROVOD_RANK": "0", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "0", "HOROVOD_LOCAL_SIZE": "2"},
+         ("0", "2", "0")),
+        ({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "1"}, ("0", "1", "0")),
+    ],
+)  # fmt: skip
+def test_mpi_and_horovod_variables_become_torchrun_ones(launcher: dict, expected: tuple) -> None:
+    env = dict(launcher)
+    assert distributed.adopt_launcher_env(env) == int(expected[1])
+    assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"]) == expected
+    if expected[1] != "1":  # one node: rank 0 is local
+        assert (env["MASTER_ADDR"], env["MASTER_PORT"]) == ("127.0.0.1", "29500")
+    ours = {"WORLD_SIZE": "2", **launcher}  # torchrun's variables win over an outer launcher's
+    assert distributed.adopt_launcher_env(ours) == 2 and "RANK" not in ours
+    assert distributed.adopt_launcher_env({}) == 1
+
+
+def test_mpi_launch_that_cannot_work_is_refused() -> None:
+    two_nodes = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "0",
+                 "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}  # fmt: skip
+    with pytest.raises(SystemExit, match="across nodes: pass MASTER_ADDR"):
+        distributed.adopt_launcher_env(dict(two_nodes))
+    env = {**two_nodes, "MASTER_ADDR": "node0"}
+    assert distributed.adopt_launcher_env(env) == 4 and env["MASTER_ADDR"] == "node0"
+    with pytest.raises(SystemExit, match="MPI_LOCALRANKID is not set"):
+        distributed.adopt_launcher_env({"PMI_RANK": "0", "PMI_SIZE": "2"})

@@ -138,7 +138,8 @@ class _SeedFlag(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         if isinstance(self.meaning, Ignored):
-            if os.environ.get("RANK", "0") == "0":
+            ranks = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "HOROVOD_RANK")  # before the group exists
+            if all(os.environ.get(name, "0") == "0" for name in ranks):
                 print(f"note: {option_string} (NVIDIA's flag) is ignored: {self.meaning}", file=sys.stderr)
             return
         if isinstance(self.meaning, str):

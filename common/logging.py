@@ -10,6 +10,7 @@ final summary. A readable line per record goes to stdout. Disabled loggers (non-
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -115,3 +116,16 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
         if line.startswith("DLLL "):
             records.append(json.loads(line[5:]))
     return records
+
+
+def log_run(path: str | Path | None, parameters: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """The DLLogger log of a one-shot command (preparation, transcode, conversion, export, demo): the
+        PARAMETER record and the [] summary in `path`. Nothing when path is None: these commands already print
+        their own one-line summary, so the readable DLL lines are not repeated on stdout. `parameters` may be an
+    argparse Namespace. Returns `summary`, so a command ends with `return log_run(args.log_path, args, result)`."""
+    if path is not None:
+        log = JsonLogger(path, stdout=io.StringIO())
+        log.parameters(dict(vars(parameters)) if hasattr(parameters, "__dict__") else dict(parameters))
+        log.summary(summary)
+        log.close()
+    return summary

@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from common.logging import log_run
+
 # Per-feature vocabulary sizes: a few huge, several mid, many small features, like Criteo.
 VOCABULARY = [1_000_000, 500_000, 200_000] * 2 + [50_000, 20_000, 5_000, 1_000] * 3 + [300, 100, 30, 10] * 2
 _NIBBLES = np.frombuffer(b"0123456789abcdef", np.uint8)
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     add("--seed", type=int, default=0, help="generator seed (default: 0)")
     add("--workdir", type=Path, default=None, help="where to write (default: a temp dir)")
     add("--keep", action="store_true", help="keep the day files (reused next time) and the outputs")
+    add("--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)")
     args = parser.parse_args(argv)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dlrm_bench_"))
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     summary = {
         key: large[key] for key in ("rows_per_s", "cpu_us_per_row", "peak_process_gib", "peak_tree_gib")
     }
-    return summary | {"memory_growth": growth}
+    return log_run(args.log_path, args, summary | {"memory_growth": growth})
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from common import checkpoint
+from common.logging import log_run
 from dlrm.model import DLRM, DlrmSizes
 
 FORMATS = ("torchscript", "onnx")
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty --output (default: False)"
     )
+    parser.add_argument(
+        "--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)"
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 2:
         parser.error("--batch_size must be >= 2 (torch.export specialises a batch of 1 to a constant)")
@@ -235,7 +239,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     seconds = time.perf_counter() - t0
     print(f"exported {', '.join(info['files'])} to {args.output} in {seconds:.1f} s "
           f"(max |logit - eager| {info['max_abs_diff_vs_eager']:.2e})", file=sys.stderr)  # fmt: skip
-    return {"export_time": seconds, "max_abs_diff_vs_eager": info["max_abs_diff_vs_eager"]}
+    return log_run(
+        args.log_path, args, {"export_time": seconds, "max_abs_diff_vs_eager": info["max_abs_diff_vs_eager"]}
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from common.logging import log_run
 from dlrm.criteo_layout import dlrm_spec, find_input, plan_routes, write_spec
 from dlrm.criteo_reader import (
     NUM_CATEGORICAL,
@@ -338,6 +339,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="tqdm progress bars on stderr (default: on)",
     )
+    add("--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)")
     args = parser.parse_args(argv)
     if args.days < 2 or args.frequency_threshold < 0 or args.workers < 1 or args.memory_limit < 1:
         parser.error("need --days >= 2, --frequency_threshold >= 0, --workers >= 1 and --memory_limit > 0")
@@ -362,7 +364,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         + f"; {summary['embedding_rows']:,} embedding rows -> {output}",
         file=sys.stderr,
     )
-    return summary
+    return log_run(args.log_path, args, summary)
 
 
 if __name__ == "__main__":

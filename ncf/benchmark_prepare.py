@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from common.logging import log_run
+
 TARGET_SECONDS, TARGET_GB = 60.0, 4.0
 _RATINGS = pa.array([f"{r / 2:.1f}" for r in range(1, 11)])  # "0.5" .. "5.0", as in ml-20m
 
@@ -119,6 +121,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the csv (reused next time) and the output")
+    parser.add_argument(
+        "--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)"
+    )
     args = parser.parse_args(argv)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ncf_bench_"))
@@ -147,7 +152,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"benchmark_prepare: ratings={args.ratings} wall_s={wall:.1f} samples_per_s={rate:.3e} "
         f"peak_rss_gib={peak_gb:.2f} targets(<{TARGET_SECONDS:.0f} s, <{TARGET_GB:.0f} GiB)={'PASS' if ok else 'FAIL'}"
     )
-    return {"ratings": args.ratings, "seconds": wall, "samples_per_s": rate, "peak_rss_gib": peak_gb}
+    return log_run(args.log_path, args, {"ratings": args.ratings, "seconds": wall, "samples_per_s": rate,
+                                         "peak_rss_gib": peak_gb})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from common import distributed
+from common.logging import log_run
 from common.synthetic import write_movielens
 from ncf import data as ncf_data
 from ncf import prepare_data, train
@@ -37,10 +38,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--items", type=int, default=1500, help="synthetic items (default: 1500)")
     parser.add_argument("--seed", type=int, default=0, help="generator and training seed (default: 0)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+    parser.add_argument(
+        "--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)"
+    )
     args, extra = parser.parse_known_args(argv)  # anything else is passed on to ncf.train
     with tempfile.TemporaryDirectory(prefix="ncf-demo-") as tmp:
         work = args.workdir or Path(tmp)
-        return run(work, args.users, args.items, args.seed, args.device, extra)
+        return log_run(args.log_path, args, run(work, args.users, args.items, args.seed, args.device, extra))
 
 
 def run(work: Path, users: int, items: int, seed: int, device: str, extra: list[str]) -> dict[str, float]:

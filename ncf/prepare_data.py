@@ -25,6 +25,7 @@ import pandas as pd
 
 from common import output_dir
 from common.feature_spec import FeatureSpec, FeatureSpecError
+from common.logging import log_run
 from ncf.ratings_csv import BOM, PrepareDataError, content_span, parse_csv
 
 RATINGS_FILES = ("ratings.csv", "ratings.dat", "u.data")
@@ -382,6 +383,7 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--seed", {"type": int, "default": 1, "help": "seed of the test-negative sampler (default: 1)"}),
     ("--min_ratings", {"type": int, "default": 20, "help": "drop users with fewer raw ratings (default: 20)"}),
     ("--overwrite", {"action": "store_true", "help": "replace a non-empty --output (default: refuse)"}),
+    ("--log_path", {"type": Path, "default": None, "help": "DLLogger JSON log of the run (default: None = none)"}),
 ]  # fmt: skip
 
 
@@ -440,7 +442,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     try:
-        return run(args)
+        return log_run(args.log_path, args, run(args))
     except (PrepareDataError, FeatureSpecError, OSError) as err:
         message = f"error: {err}"
     # Exit outside the except block: a SystemExit chained to the error would keep its frames (and their

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from common.feature_spec import FeatureSpec, FeatureSpecError
+from common.logging import log_run
 from ncf.prepare_data import DATA_FILES, PrepareDataError, check_output, ncf_spec, parse_csv, publish
 
 CHANNELS = ("user_ch", "item_ch", "label_ch")
@@ -190,6 +191,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty --output (default: refuse)"
     )
+    parser.add_argument(
+        "--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"mappings {result['dropped_mappings']}; in {result['seconds']:.1f} s -> {args.output}",
         file=sys.stderr,
     )
-    return result
+    return log_run(args.log_path, args, result)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=False, help="print top ops")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log (default: stdout only)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = build_model(sizes, sparse_embeddings=args.optimizer == "lazy_adam").to(env.device)
     data = synthetic_split(args, env.device)
     amp = amp_lib.setup(args.amp, env.device)
-    log = JsonLogger(None, metadata=train.METRICS)
+    log = JsonLogger(args.log_path, metadata=train.METRICS)
     log.parameters({**vars(args), "device": str(env.device), "torch": torch.__version__,
                     "threads": torch.get_num_threads()})  # fmt: skip
     if args.mode == "inference":

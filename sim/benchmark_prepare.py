@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.logging import log_run
+
 BOOKS = {
     "reviews": 22_507_155,
     "users": 8_026_324,
@@ -207,6 +209,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         default="",
         help="extra flags for sim.prepare_data, e.g. '--prebatch_train_size 4096'",
     )
+    parser.add_argument(
+        "--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)"
+    )
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sim_bench_"))
     raw, out = workdir / f"amazon_{args.reviews}_{args.seed}", workdir / "prepared"
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"{result['cpu_s']:.1f} s CPU, {n / result['wall_s']:,.0f} reviews/s, peak RSS {result['peak_rss_gb']:.2f} GB "
         f"(process tree {result['peak_tree_rss_gb']:.2f} GB), output {result['out_bytes'] / 1e9:.2f} GB"
     )
-    return {
+    result = {
         "reviews": n,
         "wall_s": result["wall_s"],
         "cpu_s": result["cpu_s"],
@@ -244,6 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "peak_rss_gb": result["peak_rss_gb"],
         "peak_tree_rss_gb": result["peak_tree_rss_gb"],
     }
+    return log_run(args.log_path, args, result)
 
 
 if __name__ == "__main__":

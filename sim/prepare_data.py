@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from common.logging import log_run
 from sim import parquet_output as out
 from sim.amazon_meta import read_metadata
 from sim.amazon_reviews import read_reviews
@@ -124,6 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--overwrite", action="store_true", help="replace a non-empty --output_path")
     add("--no_progress", action="store_true", help="no progress bars (the summary line is still printed)")
+    add("--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)")
     args = parser.parse_args(argv)
     problems = [
         f"--{name} must be >= {low}, got {getattr(args, name)}"
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"({num_reviews / seconds:,.0f} reviews/s) -> {args.output_path}",
         file=sys.stderr,
     )
-    return {
+    result = {
         "reviews": num_reviews,
         "users": data.num_users,
         "items": data.num_items,
@@ -194,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "test_rows": rows["test"],
         "seconds": seconds,
     }
+    return log_run(args.log_path, args, result)
 
 
 def _write_dataset(

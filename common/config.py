@@ -185,6 +185,8 @@ def build_parser(
         if not help_text:
             raise TypeError(f"{cls.__name__}.{f.name} has no help text")
         kwargs = _argparse_type(hints[f.name])
+        if "choices" in kwargs and f.metadata.get("seed_values"):  # e.g. the seed's cuda_dot -> dot
+            kwargs["choices"] = (*kwargs["choices"], *f.metadata["seed_values"])
         flags = [f"--{f.name}", *f.metadata.get("aliases", ())]
         parser.add_argument(
             *flags,

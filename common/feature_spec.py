@@ -21,6 +21,11 @@ import torch
 import yaml
 
 CHUNK_TYPES = ("torch_tensor", "npy", "split_binary", "csv", "parquet")
+# Chunk types NVIDIA's recipes write that are not read here, and what to do instead.
+UNREAD_TYPES = {
+    "tfrecord": "TFRecord (NVIDIA's SIM parquet_to_tfrecord.py output) is not read without TensorFlow; "
+    "prepare the raw data with the recipe's prepare_data instead",
+}
 SECTIONS = ("feature_spec", "source_spec", "channel_spec", "metadata")  # the last one is optional
 _DTYPE_NAMES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
 _TORCH_DTYPES = {np.dtype(name): getattr(torch, name) for name in _DTYPE_NAMES}
@@ -225,6 +230,8 @@ class FeatureSpec:
             ckey = f"{key}[{c}]"
             if not isinstance(chunk, dict):
                 self._fail(ckey, f"expected a mapping with type, features and files, got {chunk!r}")
+            if chunk.get("type") in UNREAD_TYPES:
+                self._fail(f"{ckey}.type", UNREAD_TYPES[chunk["type"]])
             if chunk.get("type") not in CHUNK_TYPES:
                 self._fail(f"{ckey}.type", f"expected one of {list(CHUNK_TYPES)}, got {chunk.get('type')!r}")
             self._check_features(f"{ckey}.features", chunk.get("features"))

@@ -14,10 +14,11 @@ from common.config import Ignored
 from dlrm.model import CRITEO_FL15_TABLE_SIZES
 
 
-def _f(default, help: str, *aliases: str):  # noqa: A002 - reads like the flag table it mirrors
+def _f(default, help: str, *aliases: str, seed_values: dict | None = None):  # noqa: A002 - the flag table
+    meta = {"help": help, "aliases": aliases, "seed_values": seed_values or {}}
     if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata={"help": help, "aliases": aliases})
-    return field(default=default, metadata={"help": help, "aliases": aliases})
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ class DlrmConfig:
     embedding_dim: int = _f(128, "embedding size; must equal the last bottom MLP size")
     bottom_mlp_sizes: list[int] = _f([512, 256, 128], "bottom MLP layer sizes")
     top_mlp_sizes: list[int] = _f([1024, 1024, 512, 256, 1], "top MLP layer sizes; the last (1) is the logit")
-    interaction_op: Literal["dot", "cat"] = _f("dot", "feature interaction")
+    interaction_op: Literal["dot", "cat"] = _f(
+        "dot", "feature interaction (the seed's cuda_dot = dot)", seed_values={"cuda_dot": "dot"}
+    )
     self_interaction: bool = _f(False, "dot interaction: also keep each vector's dot with itself")
     hash_indices: bool = _f(False, "take categorical ids modulo the table size (inside the model)")
     max_table_size: int | None = _f(None, "clip every table to at most this many rows; needs --hash_indices")

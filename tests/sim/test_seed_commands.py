@@ -54,3 +54,37 @@ def test_seed_spellings_parse_to_our_values(capsys) -> None:
     with pytest.raises(SystemExit):
         parse(SimConfig, ["--repeat_count", "2"])
     assert "--repeat_count (NVIDIA's flag): use --epochs" in capsys.readouterr().err
+
+
+def test_nvidia_tfrecord_dataset_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    """NVIDIA's parquet_to_tfrecord.py output: its feature_spec.yaml (with the YAML alias it emits)."""
+    from sim import train
+
+    feats = ["label", "user_feat_0", "item_feat_0_trgt", "item_feat_0_pos", "item_feat_0_neg"]
+    spec = f"""channel_spec:
+  label: [label]
+  negative_history: [item_feat_0_neg]
+  positive_history: [item_feat_0_pos]
+  target_item_features: [item_feat_0_trgt]
+  user_features: [user_feat_0]
+feature_spec:
+  item_feat_0_neg: {{cardinality: 50, dimensions: [10], dtype: int64}}
+  item_feat_0_pos: {{cardinality: 50, dimensions: [10], dtype: int64}}
+  item_feat_0_trgt: {{cardinality: 50, dtype: int64}}
+  label: {{dtype: bool}}
+  user_feat_0: {{cardinality: 9, dtype: int64}}
+metadata: {{}}
+source_spec:
+  test:
+  - {{type: tfrecord, features: &id001 [{", ".join(feats)}], files: [test/part_0.tfrecord]}}
+  train:
+  - {{type: tfrecord, features: *id001, files: [train/part_0.tfrecord]}}
+"""
+    (tmp_path / "feature_spec.yaml").write_text(spec)
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "part_0.tfrecord").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        train.main(["--dataset_dir", str(tmp_path), "--results_dir", str(tmp_path / "r"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TFRecord (NVIDIA's SIM parquet_to_tfrecord.py output) is not read" in err

@@ -48,3 +48,25 @@ def test_cuda_fp16_uses_a_live_scaler() -> None:
     a.backward(y.float().pow(2).mean())
     a.step(opt)
     assert torch.isfinite(lin.weight).all()
+
+
+def test_tf32_is_on_by_default_for_cuda_and_left_alone_on_cpu() -> None:
+    """TF32 only changes flags (no GPU needed to check them); CPU matmul precision is never touched."""
+    before = torch.get_float32_matmul_precision()
+    try:
+        amp.set_tf32(False, torch.device("cpu"))
+        assert torch.get_float32_matmul_precision() == before
+        amp.set_tf32(True, torch.device("cuda"))
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.allow_tf32
+        amp.set_tf32(False, torch.device("cuda"))
+        assert torch.get_float32_matmul_precision() == "highest" and not torch.backends.cudnn.allow_tf32
+    finally:
+        torch.set_float32_matmul_precision(before)
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def test_loss_scale_is_for_fp16_only() -> None:
+    with pytest.raises(ValueError, match="--loss_scale applies to fp16 loss scaling only"):
+        amp.setup(True, torch.device("cpu"), "bfloat16", loss_scale=8192.0)
+    with pytest.raises(ValueError, match="--loss_scale"):
+        amp.setup(False, torch.device("cpu"), loss_scale=8192.0)

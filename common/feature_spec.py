@@ -230,10 +230,11 @@ class FeatureSpec:
             ckey = f"{key}[{c}]"
             if not isinstance(chunk, dict):
                 self._fail(ckey, f"expected a mapping with type, features and files, got {chunk!r}")
-            if chunk.get("type") in UNREAD_TYPES:
-                self._fail(f"{ckey}.type", UNREAD_TYPES[chunk["type"]])
             if chunk.get("type") not in CHUNK_TYPES:
-                self._fail(f"{ckey}.type", f"expected one of {list(CHUNK_TYPES)}, got {chunk.get('type')!r}")
+                hint = f": {UNREAD_TYPES[chunk['type']]}" if chunk.get("type") in UNREAD_TYPES else ""
+                self._fail(
+                    f"{ckey}.type", f"expected one of {list(CHUNK_TYPES)}, got {chunk.get('type')!r}{hint}"
+                )
             self._check_features(f"{ckey}.features", chunk.get("features"))
             for name in chunk["features"]:
                 if name in seen:

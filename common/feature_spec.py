@@ -23,8 +23,8 @@ import yaml
 CHUNK_TYPES = ("torch_tensor", "npy", "split_binary", "csv", "parquet")
 # Chunk types NVIDIA's recipes write that are not read here, and what to do instead.
 UNREAD_TYPES = {
-    "tfrecord": "TFRecord (NVIDIA's SIM parquet_to_tfrecord.py output) is not read without TensorFlow; "
-    "prepare the raw data with the recipe's prepare_data instead",
+    "tfrecord": "TFRecord (NVIDIA's SIM parquet_to_tfrecord.py output) is not read directly; convert it "
+    "once with python -m sim.convert_tfrecord --input DIR --output NEW_DIR",
 }
 SECTIONS = ("feature_spec", "source_spec", "channel_spec", "metadata")  # the last one is optional
 _DTYPE_NAMES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")

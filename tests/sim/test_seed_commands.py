@@ -87,4 +87,4 @@ source_spec:
     with pytest.raises(SystemExit):
         train.main(["--dataset_dir", str(tmp_path), "--results_dir", str(tmp_path / "r"), "--device", "cpu"])
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "TFRecord (NVIDIA's SIM parquet_to_tfrecord.py output) is not read" in err
+    assert err.count("\n") == 1 and "python -m sim.convert_tfrecord" in err

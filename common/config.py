@@ -3,6 +3,17 @@
 One frozen dataclass per recipe is the single source of truth for its knobs. The command line is generated
 from it, `--config preset.yaml` supplies defaults, and flags given on the command line win. Values are
 type-checked and validated, never rewritten: a bad value is an error that names the field.
+
+Seed compatibility (NVIDIA DeepLearningExamples command lines work as written), declared on the dataclass:
+- field metadata `aliases`: the seed's other spellings of a flag (`-b1`, `--xla`);
+- field metadata `seed_values`: the seed's sentinel values and ours ({-1: None}: "--seed -1 = unseeded"),
+  applied to command-line and preset values before type checks (for choices too: cuda_dot -> dot);
+- class attribute `SEED_FLAGS`: a seed flag that is not a field, mapped to the field values it sets
+  ({"--fp16": {"amp": True, "amp_dtype": "float16"}}), to `Ignored(why)` (accepted with a one-line note:
+  a tuning knob of the seed's framework) or to a one-line message saying what to use instead (exit 2);
+- list fields take NVIDIA's comma form (`--bottom_mlp_sizes 512,256,128`) as well as spaces, optional
+  fields take `none` or '' (unset), and `--local_rank/--local-rank N` (torch.distributed.launch without
+  --use-env) is accepted and checked against LOCAL_RANK.
 """
 
 from __future__ import annotations

@@ -88,9 +88,8 @@ def test_bad_tfrecord_names_the_file_and_record(small, tmp_path: Path, capsys) -
     part.write_bytes(part.read_bytes()[:-3])
     with pytest.raises(SystemExit):
         convert_tfrecord.main(["--input", str(tmp_path / "nv"), "--output", str(tmp_path / "ours")])
-    assert (
-        "part_1.tfrecord: record" in capsys.readouterr().err and "is truncated" in part.name + " is truncated"
-    )
+    err = capsys.readouterr().err
+    assert "part_1.tfrecord: record" in err and "is truncated" in err
     assert not (tmp_path / "ours").exists()
     _write_tfrecord(part, [b"\x0a\x05garbage"])
     with pytest.raises(SystemExit):

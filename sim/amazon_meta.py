@@ -10,10 +10,9 @@ first category path (`categories[0][-1]`); a line without categories gives None 
 from __future__ import annotations
 
 import ast
-import multiprocessing
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
+from common.workers import spawn_pool
 from sim.raw_input import CountedInput, PrepareDataError, iter_blocks
 
 BLOCK_BYTES = 4 << 20  # ~3k lines: large enough to amortise inter-process transfer, small enough to stream
@@ -119,8 +119,7 @@ def _parsed_blocks(counted: CountedInput, n_proc: int) -> Iterator[tuple]:
         for first_line, block in blocks:
             yield parse_meta_block(first_line, block)
         return
-    # spawn, not fork: this process holds pyarrow threads, and forking a threaded process can deadlock.
-    with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with spawn_pool(n_proc) as pool:  # workers end with this process, even when it is killed
         pending: deque[Future] = deque()
         for first_line, block in blocks:
             pending.append(pool.submit(parse_meta_block, first_line, block))

@@ -16,11 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from common.feature_spec import FeatureSpecError
+from common.synthetic import write_amazon
+from sim import data as sim_data
 from sim import parquet_output
 from sim.amazon_meta import read_metadata
 from sim.amazon_reviews import read_reviews
 from sim.raw_input import PrepareDataError
 from tests.sim.test_prepare_data import GOOD, REPO, TINY_REVIEWS, review, run, tiny, write
+from tests.sim.test_train_safety import flip_page
 
 FLAGS = ("--max_sequence_length", "3", "--shortest_sequence_for_user", "3")
 
@@ -178,3 +182,14 @@ def test_full_disk_says_no_space_left_and_leaves_nothing(tmp_path: Path, capsys,
     err = _error(capsys, raw, out, *FLAGS)
     assert f"no space left on device while writing {out}" in err, err
     assert not any((tmp_path / "data").iterdir())
+
+
+def test_prepared_parquet_pages_carry_checksums(tmp_path: Path) -> None:
+    """sim.prepare_data writes page CRCs, so sim.train detects a flipped byte even where it still decodes."""
+    syn = write_amazon(tmp_path / "raw", num_users=40, num_items=60, seed=3)
+    out = tmp_path / "out"
+    run(syn.reviews_path.parent, out, "--shortest_sequence_for_user", "5", "--max_sequence_length", "20")
+    flip_page(out / "train" / "part_0.parquet", 0, "item_feat_0_pos")
+    spec, schema = sim_data.open_spec(out)
+    with pytest.raises(FeatureSpecError, match=r"part_0.parquet\): row group 0 of 1 is corrupt .*CRC"):
+        sim_data.load_split(spec, schema, "train", negative_length=0)

@@ -157,7 +157,7 @@ def test_full_disk_while_checkpointing_is_one_line(small, tmp_path: Path, capsys
     assert not ckpt.exists() and not list(tmp_path.glob(".ck.pt*"))
 
 
-def _flip_page(path: Path, row_group: int, column: str) -> None:
+def flip_page(path: Path, row_group: int, column: str) -> None:
     """Overwrite 16 bytes in the middle of a column chunk's data page (after its header)."""
     group = pq.ParquetFile(path).metadata.row_group(row_group)
     chunk = next(
@@ -176,14 +176,14 @@ def test_corrupt_parquet_page_names_file_and_row_group(small, tmp_path: Path, ca
     part = copy / "train" / "part_1.parquet"
     # zstd without checksums: the page no longer decompresses
     pq.write_table(pq.read_table(part), part, row_group_size=100, compression="zstd", use_dictionary=False)
-    _flip_page(part, 1, "item_feat_0_pos")
+    flip_page(part, 1, "item_feat_0_pos")
     err = _error(capsys, lambda: _train(copy, tmp_path / "r"))
     assert "part_1.parquet)" in err and "row group 1 of 3 is corrupt" in err, err
     # as sim.prepare_data writes them (page CRCs): even a flip that still decodes is caught
     part = copy / "train" / "part_0.parquet"
     pq.write_table(pq.read_table(part), part, row_group_size=100, compression="none", use_dictionary=False,
                    write_page_checksum=True)  # fmt: skip
-    _flip_page(part, 2, "item_feat_0_pos")
+    flip_page(part, 2, "item_feat_0_pos")
     spec, schema = sim_data.open_spec(copy)
     with pytest.raises(FeatureSpecError, match=r"part_0.parquet\): row group 2 of \d+ is corrupt.*CRC"):
         sim_data.load_split(spec, schema, "train", negative_length=0)

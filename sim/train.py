@@ -260,8 +260,9 @@ def _save(cfg, env, model, sizes, seed, state, optimizers, amp, facts: dict) -> 
 
 
 def _pick_seed(requested: int | None, resume: dict | None, env) -> int:
-    """The flag, else the resumed run's seed, else a fresh random one; identical on every rank."""
-    saved = resume["config"].get("seed") if resume is not None else None  # another one: check_resume
+    """The flag, else the resumed run's seed, else a fresh random one; identical on every rank. A flag
+    other than the resumed run's seed is refused by checkpoint_rules.check_resume, with the other flags."""
+    saved = resume["config"].get("seed") if resume is not None else None
     seed = requested if requested is not None else saved if saved is not None else secrets.randbelow(2**31)
     return int(distributed.broadcast_(torch.tensor(seed, device=env.device), env))
 

@@ -297,20 +297,24 @@ def test_diverged_weights_are_never_saved(planted, tmp_path: Path, capsys, monke
     assert not (tmp_path / "ck.pt").exists()
 
 
-def _foreign(path: Path, recipe: str | None) -> Path:
-    """A checkpoint of another recipe: `recipe` recorded, or (None) an older file with other hyperparams."""
+def _foreign(path: Path, recipe: str) -> Path:
+    """A checkpoint of another recipe: `recipe` recorded, "unnamed" saved without one, "old" an older
+    file (format 1) with another recipe's hyperparams."""
     model = torch.nn.Linear(3, 1)
     hyper = {"num_users": 10, "num_items": 20, "factors": 8}
-    if recipe is None:
+    if recipe == "old":
         torch.save({"model": model.state_dict(), "hyperparams": hyper, "config": {}}, path)
         return path
-    return checkpoint.save(path, model=model, hyperparams=hyper, recipe=recipe)
+    return checkpoint.save(
+        path, model=model, hyperparams=hyper, recipe=None if recipe == "unnamed" else recipe
+    )
 
 
-@pytest.mark.parametrize("recipe", ["sim", "ncf", None])
+@pytest.mark.parametrize("recipe", ["sim", "ncf", "unnamed", "old"])
 def test_other_recipes_checkpoint_is_one_clear_error(planted, tmp_path: Path, capsys, recipe) -> None:
     path = _foreign(tmp_path / "other.pt", recipe)
-    want = f"{path} is a {recipe} checkpoint; dlrm needs one" if recipe else "does not hold a DLRM checkpoint"
+    named = recipe in ("sim", "ncf")
+    want = f"{path} is a {recipe} checkpoint; dlrm needs one" if named else "does not hold a DLRM checkpoint"
     code, err = _exit(dlrm_evaluate.main, ["--checkpoint", str(path), "--dataset", str(planted[0])], capsys)
     assert code == 2 and want in err and "Traceback" not in err, err
     code, err = _exit(

@@ -19,8 +19,8 @@ import torch
 from common import checkpoint
 from common.logging import read_log
 from common.synthetic import write_criteo_days
+from dlrm import benchmark, export, prepare_data, train
 from dlrm import evaluate as dlrm_evaluate
-from dlrm import export, prepare_data, train
 from dlrm.model import DLRM, DlrmSizes
 from tests.dlrm.conftest import TABLES, TINY, synthetic_split, write_dataset
 
@@ -323,6 +323,9 @@ def test_other_recipes_checkpoint_is_one_clear_error(planted, tmp_path: Path, ca
         capsys,
     )
     assert code == 2 and want in err and not (tmp_path / "x").exists(), err
+    bench = ["--mode", "inference", "--checkpoint", str(path), "--device", "cpu", "--batch_sizes", "2"]
+    code, err = _exit(benchmark.main, bench, capsys)
+    assert code == 2 and want in err, err
 
 
 def test_checkpoint_records_recipe_and_data_and_evaluate_checks_them(

@@ -7,7 +7,8 @@
   CPU smoke   : python -m dlrm.train --config dlrm/configs/tiny.yaml --synthetic_dataset
 
 A run with --save_checkpoint_path writes it at every evaluation; started again with the same flags it resumes
-from it (model, optimizer, step, best AUC, loss window) and ends with the same metrics as an uninterrupted run.
+from it (model, optimizer, step, best AUC, loss window) and ends with the same metrics as an uninterrupted run;
+with other result-changing flags or other data it refuses, listing them (--no-resume starts over).
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ def load(
             raise CheckpointError(
                 f"checkpoint {path} is corrupt: its contents do not match the checksum written with it"
             )
-    if recipe is not None and ckpt.get("recipe", recipe) != recipe:
+    if recipe is not None and ckpt.get("recipe") not in (None, recipe):  # None: saved without a recipe
         raise CheckpointError(
             f"{path} is a {ckpt['recipe']} checkpoint; {recipe} needs one written by {recipe}.train"
         )

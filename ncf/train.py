@@ -116,10 +116,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     last_path = cfg.checkpoint_dir / "last.pt" if cfg.checkpoint_dir else None
     try:
         resume_from, seed = _resume_point(cfg, last_path, env)
-        log = JsonLogger(cfg.log_path, enabled=env.is_main, metadata=METRICS, append=resume_from is not None)
-        log.parameters(
-            {**config.to_dict(cfg), "seed": seed, "world_size": env.world_size, "device": str(env.device)}
-        )
         data = ncf_data.load(cfg.data, cfg.feature_spec_file, env.device)
         if resume_from is not None:
             facts = tuple(resume_from.get("dataset") or ncf_checkpoints.TABLE_FACTS)
@@ -133,6 +129,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             checkpoint.restore(weights, model, restore_rng=False)
     except (FeatureSpecError, FileNotFoundError, CheckpointError) as e:
         sys.exit(f"error: {e}")
+    # opened once the run is known to start: a refused run leaves the log as it was; a resumed one appends
+    log = JsonLogger(cfg.log_path, enabled=env.is_main, metadata=METRICS, append=resume_from is not None)
+    log.parameters(
+        {**config.to_dict(cfg), "seed": seed, "world_size": env.world_size, "device": str(env.device)}
+    )
     train_model = distributed.wrap_ddp(torch.compile(model) if cfg.compile else model, env)
     optimizers = build_optimizers(model, cfg, env.device)
     amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype)

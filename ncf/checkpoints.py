@@ -4,6 +4,7 @@ resumed run the flags that change the result.
 Every ncf checkpoint is written with recipe="ncf" and `dataset_facts` of its training data. Evaluating or
 quantizing checks users and items (the embedding tables' rows); resuming checks every fact, so a run is
 never continued on other data, and compares its flags against the checkpoint's (common.checkpoint).
+ncf.quantize's --output may replace an earlier INT8 model, never a float checkpoint or another file.
 """
 
 from __future__ import annotations
@@ -75,3 +76,25 @@ def load_weights(path: Path, sizes: NeuMFSizes, data: NcfData, where: Path | str
     if diffs:
         raise CheckpointError(f"{path} does not fit the model to train: {'; '.join(diffs)}")
     return ckpt
+
+
+def check_quantized_output(output: Path | None, source: Path) -> None:
+    """--output may replace an earlier INT8 model, never the float checkpoint it came from or any other
+    file that is not an ncf.quantize output (checked before the minutes of calibration and timing)."""
+    if output is None:
+        return
+    if output.resolve() == source.resolve():
+        raise CheckpointError(
+            f"--output {output} is the --checkpoint itself; writing it would replace the float model: "
+            "choose another --output"
+        )
+    if output.exists():
+        try:
+            quantized = "quantization" in checkpoint.load(output, recipe="ncf")["hyperparams"]
+        except (ValueError, OSError):  # not a checkpoint at all
+            quantized = False
+        if not quantized:
+            raise CheckpointError(
+                f"--output {output} exists and is not an INT8 model written by ncf.quantize; refusing to "
+                "replace it: choose another --output"
+            )

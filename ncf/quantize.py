@@ -79,24 +79,6 @@ def load_float(path: Path) -> tuple[NeuMF, dict]:
     return model.eval(), ckpt
 
 
-def check_output_path(output: Path | None, source: Path) -> None:
-    """--output may replace an earlier INT8 model, never the float checkpoint it came from or any other
-    file that is not an ncf.quantize output (checked before the minutes of calibration and timing)."""
-    if output is None:
-        return
-    if output.resolve() == source.resolve():
-        raise ValueError(f"--output {output} is the --checkpoint itself; writing it would replace the float "
-                         "model: choose another --output")  # fmt: skip
-    if output.exists():
-        try:
-            quantized = "quantization" in checkpoint.load(output, recipe="ncf")["hyperparams"]
-        except (ValueError, OSError):
-            quantized = False
-        if not quantized:
-            raise ValueError(f"--output {output} exists and is not an INT8 model written by ncf.quantize; "
-                             "refusing to replace it: choose another --output")  # fmt: skip
-
-
 def calibration_series(series: int, fraction: float, seed: int) -> torch.Tensor:
     """A seeded random choice of round(fraction * series) (at least 1) test series."""
     count = max(1, round(fraction * series))
@@ -230,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "int8_kernels": "onednn" if onednn_available(env.device) else "reference"})  # fmt: skip
     try:
-        check_output_path(args.output, args.checkpoint)
+        ncf_checkpoints.check_quantized_output(args.output, args.checkpoint)
         model, ckpt = load_float(args.checkpoint)
         data = ncf_data.load(args.data, args.feature_spec_file, env.device)
         ncf_checkpoints.check_dataset(args.checkpoint, ckpt, data, args.data)

@@ -115,18 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         sys.exit("error: --optimizer sparse_adam is single-process only (DDP all-reduces dense gradients)")
     last_path = cfg.checkpoint_dir / "last.pt" if cfg.checkpoint_dir else None
     try:
-        resume_from, seed = _resume_point(cfg, last_path, env)
-        data = ncf_data.load(cfg.data, cfg.feature_spec_file, env.device)
-        if resume_from is not None:
-            facts = tuple(resume_from.get("dataset") or ncf_checkpoints.TABLE_FACTS)
-            ncf_checkpoints.check_dataset(last_path, resume_from, data, cfg.data, facts, _fresh_hint(cfg))
-        torch.manual_seed(seed)
-        sizes = NeuMFSizes(data.num_users, data.num_items, cfg.factors, tuple(cfg.layers), cfg.dropout)
-        model = NeuMF(sizes, sparse=cfg.optimizer == "sparse_adam", byte_dropout=env.device.type == "cpu")
-        model = model.to(env.device)
-        if cfg.load_checkpoint_path is not None:
-            weights = ncf_checkpoints.load_weights(cfg.load_checkpoint_path, sizes, data, cfg.data)
-            checkpoint.restore(weights, model, restore_rng=False)
+        resume_from, seed, data, sizes, model = _setup(cfg, last_path, env)
     except (FeatureSpecError, FileNotFoundError, CheckpointError) as e:
         sys.exit(f"error: {e}")
     # opened once the run is known to start: a refused run leaves the log as it was; a resumed one appends
@@ -168,15 +157,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
         loss = float(distributed.all_reduce_sum(loss, env)) / env.world_size
         if not math.isfinite(loss):  # the same on every rank (all-reduced): all stop, nothing is saved
-            sys.exit(
-                f"error: training loss is {loss} in epoch {epoch}: the run diverged; lower --learning_rate "
-                f"(now {cfg.learning_rate}) or use --amp_dtype bfloat16. Nothing was saved for this epoch"
-                + (
-                    f"; {last_path} still holds epoch {state['epoch']}"
-                    if last_path and state["epoch"]
-                    else ""
-                )
+            kept = (
+                f"; {last_path} still holds the run after {state['epoch']} epoch(s)" if state["epoch"] else ""
             )
+            sys.exit(f"error: training loss is {loss} in epoch {epoch}: the run diverged; lower --learning_rate "
+                     f"(now {cfg.learning_rate}). Nothing was saved for this epoch{kept if last_path else ''}")  # fmt: skip
         _sync(env.device)
         t1 = time.perf_counter()
         result = evaluate(model, data, env, k, cfg.valid_batch_size)
@@ -230,6 +215,24 @@ def _save(cfg, env, name, model, sizes, seed, state, data, optimizers=None, amp=
         sys.exit(f"error: the run diverged: {e}; lower --learning_rate")
     except OSError as e:
         sys.exit(f"error: {no_space_message(e, path) or f'could not write {path}: {e}'}")
+
+
+def _setup(cfg: NcfConfig, last_path, env) -> tuple[dict | None, int, ncf_data.NcfData, NeuMFSizes, NeuMF]:
+    """The checkpoint to resume (checked against flags and data), seed, data, sizes and the model, with
+    --load_checkpoint_path's weights; raises with one clear message before anything is written."""
+    resume_from, seed = _resume_point(cfg, last_path, env)
+    data = ncf_data.load(cfg.data, cfg.feature_spec_file, env.device)
+    if resume_from is not None:
+        facts = tuple(resume_from.get("dataset") or ncf_checkpoints.TABLE_FACTS)
+        ncf_checkpoints.check_dataset(last_path, resume_from, data, cfg.data, facts, _fresh_hint(cfg))
+    torch.manual_seed(seed)
+    sizes = NeuMFSizes(data.num_users, data.num_items, cfg.factors, tuple(cfg.layers), cfg.dropout)
+    model = NeuMF(sizes, sparse=cfg.optimizer == "sparse_adam", byte_dropout=env.device.type == "cpu")
+    model = model.to(env.device)
+    if cfg.load_checkpoint_path is not None:
+        weights = ncf_checkpoints.load_weights(cfg.load_checkpoint_path, sizes, data, cfg.data)
+        checkpoint.restore(weights, model, restore_rng=False)
+    return resume_from, seed, data, sizes, model
 
 
 def _fresh_hint(cfg: NcfConfig) -> str:

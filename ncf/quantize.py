@@ -207,12 +207,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.threads:
         torch.set_num_threads(args.threads)
     env = DistEnv(0, 0, 1, torch.device("cpu"))  # a CPU tool
+    try:  # before the log is opened: a refused run touches no file
+        ncf_checkpoints.check_quantized_output(args.output, args.checkpoint)
+    except ValueError as e:
+        _fail(str(e))
     log = JsonLogger(args.log_path, metadata=metrics_metadata(args.batch_sizes, args.topk))
     log.parameters({**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "int8_kernels": "onednn" if onednn_available(env.device) else "reference"})  # fmt: skip
     try:
-        ncf_checkpoints.check_quantized_output(args.output, args.checkpoint)
         model, ckpt = load_float(args.checkpoint)
         data = ncf_data.load(args.data, args.feature_spec_file, env.device)
         ncf_checkpoints.check_dataset(args.checkpoint, ckpt, data, args.data)

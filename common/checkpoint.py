@@ -8,18 +8,31 @@ A checkpoint is a plain dict of tensors and Python scalars/strings/lists/dicts, 
   optimizer, scaler   states, for resuming
   rng            torch CPU (+ CUDA) generator states, plus any extra generators the recipe names
   progress       e.g. {"epoch": 3, "best_hr": 0.61}: where to resume and what has been seen
+  recipe         "ncf" | "dlrm" | "sim": an evaluate given another recipe's checkpoint says so in one line
+  dataset        facts about the training data (e.g. feature cardinalities) checked against the data given
+  checksum       SHA-256 over every tensor byte and value of the payload, verified on load, so a file
+                 whose weight bytes were overwritten is refused instead of silently scoring garbage
+
+`save` refuses a model with a NaN/inf weight: a diverged run never replaces a good checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 _PREFIXES = ("module.", "_orig_mod.")
+FORMAT = 2  # 2: recipe, dataset, checksum
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as asked; the message names the file and what is wrong."""
 
 
 def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -65,13 +78,24 @@ def save(
     scaler: torch.amp.GradScaler | None = None,
     progress: dict[str, Any] | None = None,
     generators: dict[str, torch.Generator] | None = None,
+    recipe: str | None = None,
+    dataset: dict[str, Any] | None = None,
 ) -> Path:
     """Write to a temp file in the same directory, then rename: a crash never leaves a torn checkpoint."""
     path = Path(path)
+    state = clean_state_dict(model.state_dict())
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise FloatingPointError(
+            f"refusing to write {path}: non-finite (NaN/inf) values in {', '.join(bad[:5])}"
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
-        "format": 1,
-        "model": clean_state_dict(model.state_dict()),
+        "format": FORMAT,
+        "recipe": recipe,
+        "dataset": dict(dataset or {}),
+        "model": state,
         "hyperparams": dict(hyperparams),
         "config": dict(config or {}),
         "progress": dict(progress or {}),
@@ -81,6 +105,7 @@ def save(
         payload["optimizer"] = optimizer.state_dict()
     if scaler is not None and scaler.is_enabled():
         payload["scaler"] = scaler.state_dict()
+    payload["checksum"] = checksum(payload)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -92,18 +117,96 @@ def save(
     return path
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True; a missing or foreign file gets an error that names it."""
+def load(
+    path: str | Path, map_location: str | torch.device = "cpu", recipe: str | None = None
+) -> dict[str, Any]:
+    """Load with weights_only=True and verify the checksum; a missing, foreign, corrupt or other-recipe
+    file gets an error that names it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt/foreign files
-        raise ValueError(f"checkpoint {path} could not be loaded: {e}") from None
+        raise CheckpointError(f"checkpoint {path} could not be loaded: {_first_line(e)}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "hyperparams" not in ckpt:
-        raise ValueError(f"{path} is not a recsys-recipes checkpoint (no 'model'/'hyperparams' entries)")
+        raise CheckpointError(f"{path} is not a recsys-recipes checkpoint (no 'model'/'hyperparams' entries)")
+    if ckpt.get("format", 1) >= 2:
+        stored = ckpt.pop("checksum", None)
+        if stored != checksum(ckpt):
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt: its contents do not match the checksum written with it"
+            )
+    if recipe is not None and ckpt.get("recipe") not in (None, recipe):  # None: saved without a recipe
+        raise CheckpointError(
+            f"{path} is a {ckpt['recipe']} checkpoint; {recipe} needs one written by {recipe}.train"
+        )
     return ckpt
+
+
+def checksum(payload: Any) -> str:
+    """SHA-256 over the payload tree: keys, scalar values and every tensor's dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    _feed(digest, payload)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.is_sparse:
+            _feed(digest, [t._indices(), t._values()])
+        elif t.numel():
+            digest.update(memoryview(t.view(-1).view(torch.uint8).numpy()))
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"V{value!r}".encode())
+
+
+def config_differences(
+    saved: dict[str, Any], current: dict[str, Any], ignore: Iterable[str] = ()
+) -> list[str]:
+    """'--name: saved -> now' for every config value that differs (keys in `ignore` are not compared)."""
+    skip = set(ignore)
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        if key in skip:
+            continue
+        before, now = saved.get(key, "<unset>"), current.get(key, "<unset>")
+        if _plain(before) != _plain(now):
+            out.append(f"--{key}: {before!r} in the checkpoint, {now!r} now")
+    return out
+
+
+def check_resumable(
+    path: Path | str, ckpt: dict[str, Any], current: dict[str, Any], ignore: Iterable[str], fresh_hint: str
+) -> None:
+    """Refuse to resume a run whose result-changing flags differ from the checkpoint's, listing them."""
+    diffs = config_differences(ckpt.get("config", {}), current, ignore)
+    if diffs:
+        raise CheckpointError(
+            f"cannot resume from {path}: it was written with different flags that change the result:\n  "
+            + "\n  ".join(diffs)
+            + f"\nRerun with the checkpoint's flags to continue it, or {fresh_hint}"
+        )
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
 
 
 def restore(

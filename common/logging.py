@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +40,7 @@ def _jsonable(value: Any) -> Any:
 class JsonLogger:
     """Args:
     path: the DLLL log file (overwritten, like dllogger's "w" mode); None for stdout only.
+    append: continue the file instead (a resumed run keeps its earlier records: its log holds the whole run).
     enabled: False on non-zero ranks: every call is then a no-op.
     metadata: metric -> {"unit": ..., "format": ":.5f"}; written first, and used to format stdout.
     stdout: where the readable lines go.
@@ -51,6 +53,7 @@ class JsonLogger:
         enabled: bool = True,
         metadata: dict[str, dict[str, Any]] | None = None,
         stdout: IO[str] | None = None,
+        append: bool = False,
     ) -> None:
         self.enabled = enabled
         self.metadata = dict(metadata or {})
@@ -61,7 +64,7 @@ class JsonLogger:
             return
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the logger
+            self._file = open(path, "a" if append else "w", buffering=1)  # noqa: SIM115 - lives as long as the logger
         for metric, meta in self.metadata.items():
             self._write({"type": "METADATA", "metric": metric, "metadata": meta})
 
@@ -110,11 +113,23 @@ class JsonLogger:
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """Parse a DLLL file back into records (lines without the prefix are skipped, as dllogger readers do)."""
+    """Parse a DLLL file back into records (lines without the prefix are skipped, as dllogger readers do).
+
+    A cut-off last line (the run was killed mid-write) is skipped with a warning naming the file and line;
+    an unreadable line anywhere else is an error naming them.
+    """
+    lines = Path(path).read_text(errors="replace").splitlines()
     records = []
-    for line in Path(path).read_text().splitlines():
-        if line.startswith("DLLL "):
+    for number, line in enumerate(lines, 1):
+        if not line.startswith("DLLL "):
+            continue
+        try:
             records.append(json.loads(line[5:]))
+        except json.JSONDecodeError as e:
+            if number == len(lines):
+                warnings.warn(f"{path}:{number}: skipping a cut-off last record ({e.msg})", stacklevel=2)
+                continue
+            raise ValueError(f"{path}:{number}: not a valid DLLL record ({e.msg})") from None
     return records
 
 

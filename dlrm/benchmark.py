@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -249,7 +250,11 @@ def _cuda_graph(model: nn.Module, numerical: torch.Tensor, categorical: torch.Te
 @torch.no_grad()
 def bench_inference(args, sizes: DlrmSizes, device: torch.device, log: JsonLogger) -> dict[str, float]:
     if args.checkpoint is not None:
-        model = load_model(args.checkpoint, device)[0]
+        try:
+            model = load_model(args.checkpoint, device)[0]
+        except (FileNotFoundError, ValueError) as e:  # missing, corrupt or another recipe's: one line
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
         sizes = model.sizes
     else:
         torch.manual_seed(0)

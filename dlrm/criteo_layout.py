@@ -43,11 +43,24 @@ def find_input(path: Path, dataset_type: str, days: int) -> tuple[str, list[Path
         files = [path / "train.txt" if path.is_dir() else path]
         if not files[0].is_file():
             terabyte = f"no day_0 .. day_{days - 1} (Terabyte) and " if detected else ""
-            raise PrepareDataError(f"{path}: {terabyte}no train.txt (Kaggle) here")
+            packed = [p.name for p in (path / "train.txt.gz", path / "dac.tar.gz") if p.exists()]
+            hint = f" ({' and '.join(packed)} must be decompressed first)" if packed else ""
+            raise PrepareDataError(f"{path}: {terabyte}no train.txt (Kaggle) here{hint}")
     for file in files:
         if file.stat().st_size == 0:
             raise PrepareDataError(f"{file}: file is empty")
+        check_not_compressed(file)
     return dataset_type, files
+
+
+def check_not_compressed(file: Path) -> None:
+    """Refuse gzip input by its magic bytes, whatever its name: the passes cut files into byte ranges and
+    read them in parallel, which a gzip stream cannot do (decompressing once costs less than per pass)."""
+    with open(file, "rb") as stream:
+        if stream.read(2) == b"\x1f\x8b":
+            raise PrepareDataError(
+                f"{file}: gzip-compressed; decompress it first (gunzip -k FILE, or tar xzf for dac.tar.gz)"
+            )
 
 
 def plan_routes(

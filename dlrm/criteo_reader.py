@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from common.messages import shown
+
 NUM_INTEGER, NUM_CATEGORICAL = 13, 26
 INTEGER_COLUMNS = tuple(f"I{i}" for i in range(1, NUM_INTEGER + 1))
 CATEGORICAL_COLUMNS = tuple(f"C{i}" for i in range(1, NUM_CATEGORICAL + 1))
@@ -230,7 +232,7 @@ def _diagnose(data: memoryview | bytes, error: Exception | None) -> NoReturn:
     if worst is not None:
         row, name, kind = worst
         value = raw.column(name)[row].as_py().decode(errors="replace")
-        raise BadLineError(row, f"{describe(name)} is {value!r}, expected {_PATTERNS[kind][1]}")
+        raise BadLineError(row, f"{describe(name)} is {shown(value)}, expected {_PATTERNS[kind][1]}")
     if wrong.size:
         row = int(wrong[0])
         text = bytes(data[int(starts[row]) : int(ends[row])]).decode(errors="replace").rstrip("\r")

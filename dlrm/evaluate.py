@@ -75,9 +75,14 @@ def evaluate(
 
 
 def load_model(path: Path, device: torch.device) -> tuple[DLRM, dict]:
-    ckpt = checkpoint.load(path)
-    model = DLRM(DlrmSizes.from_dict(ckpt["hyperparams"]), sparse=False)
-    checkpoint.restore(ckpt, model, restore_rng=False)
+    """The checkpoint's DLRM; another recipe's checkpoint, or one from before checkpoints named their
+    recipe whose hyperparameters are not DLRM's, is one ValueError naming the file."""
+    ckpt = checkpoint.load(path, recipe="dlrm")
+    try:
+        model = DLRM(DlrmSizes.from_dict(ckpt["hyperparams"]), sparse=False)
+        checkpoint.restore(ckpt, model, restore_rng=False)
+    except (TypeError, KeyError, RuntimeError) as e:
+        raise ValueError(f"{path} does not hold a DLRM checkpoint written by dlrm.train: {e}") from None
     return model.to(device), ckpt
 
 
@@ -97,17 +102,40 @@ def build_source(
     )  # fmt: skip
 
 
-def check_compatible(model: DLRM, source, where: str) -> None:
-    """Table count, numerical width and (without hashing) table sizes must match the data."""
+def dataset_facts(source) -> dict:
+    """What a checkpoint records about its training data (checkpoint.save(dataset=...)): the categorical
+    cardinalities as the data states them (before any --max_table_size clip), the numerical width and
+    the training rows. Evaluation checks the first two; a resume checks all three."""
+    return {
+        "cardinalities": [int(n) for n in source.table_sizes],
+        "num_numerical": int(source.num_numerical),
+        "train_rows": int(source.rows("train")),
+    }
+
+
+def check_compatible(model: DLRM, source, where: str, ckpt: dict) -> None:
+    """The data must be the kind the model was trained on: the checkpoint's recorded cardinalities must
+    equal the data's (an id means another value in a dataset with another vocabulary, even where hashing
+    would make every id fit), and the tables must be what training builds from the data's cardinalities
+    (each one, clipped to the checkpoint's --max_table_size when that was set)."""
     s = model.sizes
     if s.num_numerical != source.num_numerical or len(s.table_sizes) != len(source.table_sizes):
         raise ValueError(
             f"{where}: the model takes {s.num_numerical} numerical and {len(s.table_sizes)} categorical "
             f"features, the data has {source.num_numerical} and {len(source.table_sizes)}"
         )
-    if not s.hash_indices and any(m < d for m, d in zip(s.table_sizes, source.table_sizes)):
-        raise ValueError(f"{where}: tables {list(s.table_sizes)} are smaller than the cardinalities "
-                         f"{list(source.table_sizes)} and the model does not hash indices")  # fmt: skip
+    recorded = (ckpt.get("dataset") or {}).get("cardinalities")
+    if recorded is not None and list(recorded) != list(source.table_sizes):
+        raise ValueError(
+            f"{where} was trained on data with categorical cardinalities {list(recorded)}, this data has "
+            f"{list(source.table_sizes)}: a different dataset or vocabulary"
+        )
+    cap = (ckpt.get("config") or {}).get("max_table_size")
+    if list(s.table_sizes) != [min(n, cap) if cap else n for n in source.table_sizes]:
+        raise ValueError(
+            f"{where}: tables {list(s.table_sizes)} do not match this data's cardinalities "
+            f"{list(source.table_sizes)}" + (f" clipped to --max_table_size {cap}" if cap else "")
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -135,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model, ckpt = load_model(args.checkpoint, env.device)
         saved = ckpt.get("config", {})
         source = build_source(saved, args.dataset, args.feature_spec, env, args.prefetch_batches)
-        check_compatible(model, source, str(args.checkpoint))
+        check_compatible(model, source, str(args.checkpoint), ckpt)
         batch = args.test_batch_size or saved.get("test_batch_size", 32768)
         source.rows(args.split)  # a missing split fails here, before any work
     except (FeatureSpecError, FileNotFoundError, ValueError) as e:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from common import checkpoint
+from common import checkpoint, output_dir
 from common.logging import log_run
 from dlrm.model import DLRM, DlrmSizes
 
@@ -40,7 +40,7 @@ OUTPUT_NAMES = ("logits",)
 def load_for_export(path: Path) -> tuple[DLRM, dict]:
     """The checkpoint's model in eval mode on CPU with DENSE embeddings: sparse=True only changes the
     gradient layout, not the forward, and the exporters trace the forward (same weights either way)."""
-    ckpt = checkpoint.load(path)
+    ckpt = checkpoint.load(path, recipe="dlrm")  # another recipe's checkpoint: one line naming it
     try:
         sizes = DlrmSizes.from_dict(ckpt["hyperparams"])
         model = DLRM(sizes, sparse=False)
@@ -154,7 +154,9 @@ def export(
     checkpoint_path: Path, output: Path, formats: list[str], batch_size: int, overwrite: bool = False,
     onnx_exporter: str = "dynamo",
 ) -> dict:  # fmt: skip
-    """Export into a temp dir beside `output`, check it, then rename: never a half-written DIR."""
+    """Export into a temp dir beside `output`, check it, then rename: never a half-written DIR, and
+    never an --output holding the checkpoint (--overwrite would delete the trained model)."""
+    output_dir.check_disjoint(output, [checkpoint_path], ValueError, "--output")
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
         raise FileExistsError(
             f"{output} exists and is not an empty directory; pass --overwrite to replace it"
@@ -235,6 +237,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                       args.overwrite, args.onnx_exporter)  # fmt: skip
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as e:
+        if (message := output_dir.no_space_message(e, args.output)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     seconds = time.perf_counter() - t0
     print(f"exported {', '.join(info['files'])} to {args.output} in {seconds:.1f} s "

@@ -1,15 +1,15 @@
 """Map a function over tasks in worker processes, results in task order, with few results in flight.
 
-Spawned (not forked) workers: the parent may hold threads (tqdm's monitor, pyarrow's pool), and fork
-with threads can deadlock; spawn costs ~1 s per worker at start, once per run. One worker runs inline,
+Spawned (not forked) workers that die with the parent (common.workers); spawn costs ~1 s per worker at
+start, once per run. One worker runs inline,
 which also lets tests monkeypatch the task functions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+
+from common.workers import spawn_pool
 
 
 class OrderedPool:
@@ -17,7 +17,7 @@ class OrderedPool:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
+        self.pool = spawn_pool(workers) if workers > 1 else None
 
     def map(self, fn: Callable, tasks: Iterable) -> Iterator:
         if self.pool is None:

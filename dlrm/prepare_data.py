@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.logging import log_run
+from common.output_dir import no_space_message
 from dlrm.criteo_layout import dlrm_spec, find_input, plan_routes, write_spec
 from dlrm.criteo_reader import (
     NUM_CATEGORICAL,
@@ -350,11 +351,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     output = args.output.absolute()
     try:
-        check_output(output, args.overwrite)
+        check_output(output, args.overwrite, inputs=[args.input])  # --overwrite never deletes the input
         dataset_type, files = find_input(args.input.absolute(), args.dataset_type, args.days)
         summary = _prepare(args, dataset_type, files, output)
     except (PrepareDataError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        full = no_space_message(err, output) if isinstance(err, OSError) else None
+        print(f"error: {full or err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(
         f"dlrm.prepare_data: {summary['rows']:,} rows (train {summary['train_rows']:,}, test "

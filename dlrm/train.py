@@ -7,7 +7,8 @@
   CPU smoke   : python -m dlrm.train --config dlrm/configs/tiny.yaml --synthetic_dataset
 
 A run with --save_checkpoint_path writes it at every evaluation; started again with the same flags it resumes
-from it (model, optimizer, step, best AUC, loss window) and ends with the same metrics as an uninterrupted run.
+from it (model, optimizer, step, best AUC, loss window) and ends with the same metrics as an uninterrupted run;
+with other result-changing flags or other data it refuses, listing them (--no-resume starts over).
 """
 
 from __future__ import annotations
@@ -27,13 +28,24 @@ from common import checkpoint, config, distributed
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
+from common.output_dir import no_space_message
 from dlrm import data as dlrm_data
 from dlrm import seed_modes
 from dlrm.config import DlrmConfig
 from dlrm.embeddings import sgd_rows_
-from dlrm.evaluate import check_compatible, evaluate
+from dlrm.evaluate import check_compatible, dataset_facts, evaluate
 from dlrm.lr_schedule import LrSchedule
 from dlrm.model import DLRM, DlrmSizes
+
+# Flags that cannot change a run's result, so a resume may change them: where logs and checkpoints go,
+# progress bars, read-ahead, the evaluation batch (AUC is exact over the whole split whatever the batch),
+# the device, and --epochs/--max_steps, which legitimately extend a finished run. Every other flag must
+# match the checkpoint's (checkpoint.check_resumable), or a resumed run would report the old run's
+# metrics under the new flags.
+RESUME_MAY_CHANGE = ("dataset", "feature_spec", "prefetch_batches", "test_batch_size", "device", "epochs",
+                     "max_steps", "save_checkpoint_path", "load_checkpoint_path", "resume", "log_path",
+                     "progress", "mode", "output_dir", "tf32", "benchmark_warmup_steps",
+                     "inference_benchmark_batch_sizes", "inference_benchmark_steps")  # fmt: skip
 
 METRICS = {  # the reference's names (dlrm.md §4.10) plus per-window training records
     "loss": {"format": ":.5f"},
@@ -216,8 +228,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             raise ValueError(
                 f"{source.rows('train')} training rows make no full batch of --batch_size {cfg.batch_size}"
             )
-        resume_from = checkpoint.load(resume_path) if resume_path is not None else None
-        weights_from = checkpoint.load(cfg.load_checkpoint_path) if cfg.load_checkpoint_path else None
+        resume_from = load_resumable(resume_path, cfg, source) if resume_path is not None else None
+        weights_from = (
+            checkpoint.load(cfg.load_checkpoint_path, recipe="dlrm") if cfg.load_checkpoint_path else None
+        )
     except (FeatureSpecError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     sizes = model_sizes(cfg, source.table_sizes, source.num_numerical)
@@ -238,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             _fail(f"cannot load weights from {cfg.load_checkpoint_path}: {e}")
     if resume_from is not None:
         try:
-            check_compatible(model, source, str(resume_path))
+            check_compatible(model, source, str(resume_path), resume_from)
             state = checkpoint.restore(resume_from, model, restore_rng=False) or state
         except (RuntimeError, ValueError, KeyError) as e:
             _fail(f"cannot resume from {resume_path}: {e}")
@@ -251,7 +265,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         step_fn.optimizer.load_state_dict(resume_from["optimizer"])
         if amp.scaler.is_enabled() and resume_from.get("scaler"):
             amp.scaler.load_state_dict(resume_from["scaler"])
-    log = JsonLogger(cfg.resolve(cfg.log_path), enabled=env.is_main, metadata=METRICS)
+    log = JsonLogger(
+        cfg.resolve(cfg.log_path), enabled=env.is_main, metadata=METRICS, append=resume_from is not None
+    )
     log.parameters({**config.to_dict(cfg), "world_size": env.world_size, "device": str(env.device),
                     "table_sizes": list(sizes.table_sizes), "amp_mode": amp.describe(),
                     "resumed_from_step": state["global_step"]})  # fmt: skip
@@ -265,12 +281,37 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"error: {e}; lower --lr or raise --warmup_steps (the last checkpoint is kept)", file=sys.stderr
         )
         raise SystemExit(1) from None
+    except OSError as e:  # a full disk while writing the checkpoint or the log
+        if (message := no_space_message(e, cfg.save_checkpoint_path or cfg.log_path)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
     summary = summarize(state, cfg.batch_size)  # without the --benchmark_warmup_steps
     log.summary(summary)
     log.close()
     if owns_group:
         distributed.shutdown(env)
     return summary
+
+
+def load_resumable(path, cfg: DlrmConfig, source) -> dict:
+    """The checkpoint to resume from, if it is a DLRM run with the same result-changing flags."""
+    ckpt = checkpoint.load(path, recipe="dlrm")
+    fresh = (
+        "pass --no-resume to start a fresh run (it replaces that checkpoint) or choose another "
+        "--save_checkpoint_path"
+    )
+    checkpoint.check_resumable(path, ckpt, config.to_dict(cfg), RESUME_MAY_CHANGE, fresh)
+    saved, now = ckpt.get("dataset") or {}, dataset_facts(source)
+    if diffs := [
+        f"{k}: {saved[k]} in the checkpoint, {now[k]} now" for k in now if saved.get(k, now[k]) != now[k]
+    ]:
+        raise checkpoint.CheckpointError(
+            f"cannot resume from {path}: it was trained on other data:\n  "
+            + "\n  ".join(diffs)
+            + f"\nGive the checkpoint's data to continue it, or {fresh}"
+        )
+    return ckpt
 
 
 def new_state() -> dict:
@@ -396,6 +437,10 @@ def _evaluate_and_save(r: _Run, state: dict) -> None:
             "validation_loss": record["validation_loss"],
             "epoch": epoch_frac,
         }
+    if not math.isfinite(record["validation_loss"]):  # the same on every rank: all stop, nothing is saved
+        raise FloatingPointError(
+            f"non-finite validation loss at step {state['global_step']}: the weights diverged"
+        )
     if cfg.auc_threshold is not None and record["auc"] >= cfg.auc_threshold:
         state["stopped"] = True
         if env.is_main:
@@ -405,7 +450,7 @@ def _evaluate_and_save(r: _Run, state: dict) -> None:
     if weights is not None and env.is_main:
         checkpoint.save(cfg.resolve(cfg.save_checkpoint_path), model=weights, hyperparams=r.sizes.as_dict(),
                         config=config.to_dict(cfg), optimizer=r.step_fn.optimizer, scaler=r.amp.scaler,
-                        progress=dict(state))  # fmt: skip
+                        progress=dict(state), recipe="dlrm", dataset=dataset_facts(r.source))  # fmt: skip
     distributed.barrier(env)
     r.clock.lap()  # evaluation and saving are not training time
 

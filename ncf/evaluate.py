@@ -20,6 +20,7 @@ from common import checkpoint, distributed, metrics
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
+from ncf import checkpoints as ncf_checkpoints
 from ncf import data as ncf_data
 from ncf.model import NeuMF, NeuMFSizes
 from ncf.quantized_model import QuantizedNeuMF
@@ -74,7 +75,7 @@ def popularity_scores(data: ncf_data.NcfData, env: DistEnv) -> torch.Tensor:
 
 def load_model(path: Path, device: torch.device) -> tuple[NeuMF | QuantizedNeuMF, dict]:
     """A float NeuMF (ncf.train), or an INT8 QuantizedNeuMF (ncf.quantize: hyperparams carry "quantization")."""
-    ckpt = checkpoint.load(path)
+    ckpt = checkpoint.load(path, recipe="ncf")
     hyper = dict(ckpt["hyperparams"])
     quantization = hyper.pop("quantization", None)
     try:
@@ -112,15 +113,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     "world_size": env.world_size})  # fmt: skip
     try:
         data = ncf_data.load(args.data, args.feature_spec_file, env.device)
-        model = load_model(args.checkpoint, env.device)[0] if args.checkpoint else None
-        if model is not None and (data.num_users, data.num_items) != (
-            model.sizes.num_users,
-            model.sizes.num_items,
-        ):
-            raise ValueError(
-                f"{args.checkpoint} was trained for {model.sizes.num_users} users x {model.sizes.num_items} "
-                f"items, but {args.data} has {data.num_users} x {data.num_items}"
-            )
+        model = None
+        if args.checkpoint:
+            model, ckpt = load_model(args.checkpoint, env.device)
+            ncf_checkpoints.check_dataset(args.checkpoint, ckpt, data, args.data)
     except (FeatureSpecError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -13,10 +13,13 @@ test_data_{0,1}.npy, user_ids.npy, item_ids.npy and feature_spec.yaml, published
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import sys
 import time
 import zipfile
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from common.feature_spec import FeatureSpec, FeatureSpecError
 from common.logging import log_run
 from ncf.ratings_csv import BOM, PrepareDataError, content_span, parse_csv
 
-RATINGS_FILES = ("ratings.csv", "ratings.dat", "u.data")
+RATINGS_FILES = ("ratings.csv", "ratings.dat", "u.data")  # each may also be gzipped (name + ".gz")
 ML_CSV_HEADER = b"userId,movieId,rating,timestamp"
 FORMATS = ("auto", "ml-dat", "ml-csv", "ml-100k", "csv")
 _LAYOUT_HELP = (
@@ -77,24 +80,43 @@ class Dataset:
 def _pick(candidates: list[str], where: str) -> str:
     """The ratings file closest to the top (depth 0, then 1); two at the same depth is ambiguous."""
     for depth in (0, 1):
-        found = [c for c in candidates if c.count("/") == depth and c.rsplit("/", 1)[-1] in RATINGS_FILES]
+        found = [
+            c
+            for c in candidates
+            if c.count("/") == depth and c.rsplit("/", 1)[-1].removesuffix(".gz") in RATINGS_FILES
+        ]
         if len(found) > 1:
             raise PrepareDataError(f"{where}: several ratings files {sorted(found)}; pass one with --input")
         if found:
             return found[0]
     raise PrepareDataError(
-        f"{where}: no ratings file; looked for {', '.join(RATINGS_FILES)} at top level or one folder down"
+        f"{where}: no ratings file; looked for {', '.join(RATINGS_FILES)} (or .gz) at top level or one "
+        "folder down"
     )
 
 
+def _gunzip(data: bytes, source: str) -> bytes:
+    """A .gz file's contents; a cut-off or corrupt one is an error that names it (not a zlib traceback)."""
+    try:
+        return gzip.decompress(data)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise PrepareDataError(
+            f"{source}: truncated or corrupt gzip file ({err}); download it again, or pass it decompressed"
+        ) from None
+
+
+def _unpacked(data: bytes, name: str) -> bytes:
+    return _gunzip(data, name) if name.lower().endswith(".gz") else data
+
+
 def _load_bytes(path: Path) -> tuple[bytes, str]:
-    """The ratings bytes and a display name; zip members are read in memory, never extracted."""
+    """The ratings bytes and a display name; zip members and .gz files are read in memory, never extracted."""
     if not path.exists():
         raise PrepareDataError(f"{path}: input does not exist")
     if path.is_dir():
         found = [p.relative_to(path).as_posix() for p in [*path.glob("*"), *path.glob("*/*")] if p.is_file()]
         file = path / _pick(found, str(path))
-        return file.read_bytes(), str(file)
+        return _unpacked(file.read_bytes(), str(file)), str(file)
     if path.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(path) as archive:
@@ -102,10 +124,11 @@ def _load_bytes(path: Path) -> tuple[bytes, str]:
                     n for n in archive.namelist() if not n.endswith("/") and not n.startswith("__MACOSX")
                 ]
                 member = _pick(names, str(path))
-                return archive.read(member), f"{path}:{member}"
-        except zipfile.BadZipFile as err:
-            raise PrepareDataError(f"{path}: not a valid zip archive ({err})") from err
-    return path.read_bytes(), str(path)
+                data = archive.read(member)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+            raise PrepareDataError(f"{path}: not a valid zip archive, or a truncated one ({err})") from None
+        return _unpacked(data, f"{path}:{member}"), f"{path}:{member}"
+    return _unpacked(path.read_bytes(), str(path)), str(path)
 
 
 def detect_layout(first_line: bytes, source: str) -> str:
@@ -307,20 +330,25 @@ def ncf_spec(
     }
 
 
-def check_output(output: Path, overwrite: bool) -> None:
-    """Fail before any work when publishing would fail anyway."""
-    output_dir.check_output(output, overwrite, PrepareDataError)
+def check_output(output: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
+    """Fail before any work when publishing would fail anyway, or would delete one of `inputs`."""
+    output_dir.check_output(output, overwrite, PrepareDataError, "--output", inputs)
 
 
 def publish(
-    output: str | os.PathLike, arrays: dict[str, np.ndarray], spec: dict, overwrite: bool = False
+    output: str | os.PathLike,
+    arrays: dict[str, np.ndarray],
+    spec: dict,
+    overwrite: bool = False,
+    inputs: Iterable[Path] = (),
 ) -> Path:
     """Write npy files + feature_spec.yaml into a temp sibling, validate, then rename it to `output`.
 
-    Readers never see a half-written dataset and a failed run leaves neither `output` nor the temp dir.
+    Readers never see a half-written dataset and a failed run leaves neither `output` nor the temp dir;
+    an `output` that is or contains one of `inputs` is refused (--overwrite would delete it).
     """
     output = Path(output).absolute()
-    with output_dir.staging(output, overwrite, PrepareDataError) as tmp:
+    with output_dir.staging(output, overwrite, PrepareDataError, "--output", inputs) as tmp:
         for name, array in arrays.items():
             np.save(tmp / name, array)
         FeatureSpec.from_dict(spec, tmp).to_yaml(tmp / "feature_spec.yaml")
@@ -334,6 +362,7 @@ def write_dataset(
     negatives: np.ndarray,
     metadata: dict,
     overwrite: bool = False,
+    inputs: Iterable[Path] = (),
 ) -> Path:
     """Publish the npy dataset: train/test (user, item) int32 [N, 2] + float32 labels [N], raw id maps."""
     pairs, labels = candidate_series(dataset.test, negatives)
@@ -352,7 +381,7 @@ def write_dataset(
         "item_ids": "item_ids.npy",
     }
     spec = ncf_spec(("user", "item", "label"), (dataset.num_users, dataset.num_items), metadata)
-    return publish(output, arrays, spec, overwrite)
+    return publish(output, arrays, spec, overwrite, inputs)
 
 
 # ---- command line --------------------------------------------------------------------------------
@@ -366,9 +395,9 @@ def _log(message: str, since: float) -> float:
 
 
 def _dataset_name(path: Path) -> str:
-    if path.is_file() and path.name in RATINGS_FILES:
+    if path.is_file() and path.name.removesuffix(".gz") in RATINGS_FILES:
         return path.parent.name
-    return path.stem if path.suffix.lower() == ".zip" else path.name
+    return path.stem if path.suffix.lower() in (".zip", ".gz") else path.name
 
 
 _FLAGS: list[tuple[str, dict]] = [
@@ -404,7 +433,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, float]:
     """The whole pipeline; each step is logged with its time."""
     start = step = time.perf_counter()
-    check_output(args.output.absolute(), args.overwrite)
+    check_output(args.output.absolute(), args.overwrite, [args.input])  # before reading anything
     ratings = read_ratings(args.input, args.format, args.header)
     step = _log(f"read {ratings.source} ({ratings.layout} layout): {len(ratings.user)} ratings", step)
     layout = ratings.layout
@@ -422,7 +451,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     step = _log(f"test negatives: {args.valid_negative} per user", step)
     metadata = {"valid_negative": args.valid_negative, "seed": args.seed, "min_ratings": args.min_ratings}
     metadata |= {"source": str(args.input.absolute()), "layout": layout}
-    output = write_dataset(args.output, dataset, negatives, metadata, args.overwrite)
+    output = write_dataset(args.output, dataset, negatives, metadata, args.overwrite, [args.input])
     _log(f"write {output}", step)
     seconds, series = time.perf_counter() - start, args.valid_negative + 1
     print(

@@ -27,6 +27,9 @@ from common import checkpoint
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
+from common.messages import shown
+from common.output_dir import no_space_message
+from ncf import checkpoints as ncf_checkpoints
 from ncf import data as ncf_data
 from ncf.evaluate import evaluate
 from ncf.model import NeuMF, NeuMFSizes
@@ -55,7 +58,7 @@ def _fail(message: str) -> NoReturn:
 
 def load_float(path: Path) -> tuple[NeuMF, dict]:
     """The float NeuMF of an ncf.train checkpoint, or ValueError saying why the file is not one."""
-    ckpt = checkpoint.load(path)
+    ckpt = checkpoint.load(path, recipe="ncf")
     hyper = ckpt["hyperparams"]
     if isinstance(hyper, dict) and "quantization" in hyper:
         raise ValueError(
@@ -67,7 +70,7 @@ def load_float(path: Path) -> tuple[NeuMF, dict]:
     except (TypeError, KeyError, ValueError) as e:
         raise ValueError(
             f"{path} does not hold NeuMF hyperparams (expected num_users, num_items, mf_dim, mlp_layers, "
-            f"dropout; got {hyper!r}): {e}"
+            f"dropout; got {shown(hyper)}): {e}"
         ) from None
     try:
         checkpoint.restore(ckpt, model, restore_rng=False)
@@ -204,6 +207,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.threads:
         torch.set_num_threads(args.threads)
     env = DistEnv(0, 0, 1, torch.device("cpu"))  # a CPU tool
+    try:  # before the log is opened: a refused run touches no file
+        ncf_checkpoints.check_quantized_output(args.output, args.checkpoint)
+    except ValueError as e:
+        _fail(str(e))
     log = JsonLogger(args.log_path, metadata=metrics_metadata(args.batch_sizes, args.topk))
     log.parameters({**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -211,11 +218,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     try:
         model, ckpt = load_float(args.checkpoint)
         data = ncf_data.load(args.data, args.feature_spec_file, env.device)
+        ncf_checkpoints.check_dataset(args.checkpoint, ckpt, data, args.data)
     except (FeatureSpecError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    if (data.num_users, data.num_items) != (model.sizes.num_users, model.sizes.num_items):
-        _fail(f"{args.checkpoint} was trained for {model.sizes.num_users} users x {model.sizes.num_items} items, "
-              f"but {args.data} has {data.num_users} x {data.num_items}")  # fmt: skip
 
     t0 = time.perf_counter()
     chosen = calibration_series(data.series, args.calibration, args.seed)
@@ -261,9 +266,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 config={"source_checkpoint": str(args.checkpoint), "source_config": ckpt.get("config", {}),
                         "calibration": args.calibration, "seed": args.seed, "per_channel": args.per_channel},
                 progress={"metrics": {key: v for key, v in accuracy.items() if key.startswith(saved + "_")}},
+                recipe="ncf", dataset=ncf_checkpoints.dataset_facts(data),
             )  # fmt: skip
         except OSError as e:
-            _fail(f"could not write --output {args.output}: {e}")
+            _fail(no_space_message(e, args.output) or f"could not write --output {args.output}: {e}")
     log.summary(summary)
     log.close()
     print(format_table(summary, args.batch_sizes, k))

@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from common.messages import shown
+
 
 class PrepareDataError(ValueError):
     """Bad input or output: one message naming the file (and line), printed by main without a traceback."""
@@ -56,7 +58,7 @@ def parse_csv(
     Fast path: typed, multi-threaded pyarrow parse. Only if it fails, a vectorised diagnosis finds the
     FIRST bad line (field count, or a value that is not an integer/number) and raises naming it.
     """
-    shown = sep
+    sep_text = sep
     if len(sep) > 1:  # '::' (ratings.dat): a C-speed byte replace, not pandas' python engine (minutes)
         data, sep = data.replace(sep.encode(), b"\t"), "\t"
     start, end = content_span(data)
@@ -69,7 +71,7 @@ def parse_csv(
     try:
         table = _arrow_read(buf, sep, columns, types, header, threads=len(buf) > 1 << 24)
     except pa.ArrowInvalid:
-        table = _diagnose(buf, source, sep, shown, columns, kinds, header)
+        table = _diagnose(buf, source, sep, sep_text, columns, kinds, header)
     out = {}
     for name in kinds:  # one column at a time, so the table's copy is released as we go
         out[name] = table.column(name).to_numpy()
@@ -78,7 +80,7 @@ def parse_csv(
 
 
 def _diagnose(
-    buf: pa.Buffer, source: str, sep: str, shown: str, columns: tuple, kinds: dict, header: bool
+    buf: pa.Buffer, source: str, sep: str, sep_text: str, columns: tuple, kinds: dict, header: bool
 ) -> pa.Table:
     """Raise for the first bad line, or return the table if every value passes (e.g. padded with spaces)."""
     arr = np.frombuffer(buf, np.uint8)
@@ -95,7 +97,7 @@ def _diagnose(
         try:
             table = _arrow_read(buf.slice(0, limit), sep, columns, strings, header, threads=False)
         except pa.ArrowInvalid as err:
-            raise PrepareDataError(f"{source}: cannot parse: {err}") from None
+            raise PrepareDataError(f"{source}: cannot parse: {str(err)[:300]}") from None
         for name, kind in kinds.items():
             ok = pc.match_substring_regex(table.column(name), _PATTERNS[kind][0]).to_numpy(
                 zero_copy_only=False
@@ -106,18 +108,18 @@ def _diagnose(
         row, name, kind = worst
         value = table.column(name)[row].as_py()
         raise PrepareDataError(
-            f"{source} line {row + 1 + first}: {name} {value!r} is not {_PATTERNS[kind][1]}"
+            f"{source} line {row + 1 + first}: {name} {shown(value)} is not {_PATTERNS[kind][1]}"
         )
     if bad_width.size:
         line = int(bad_width[0])
         text = bytes(buf.slice(int(starts[line]), int(ends[line] - starts[line]))).decode(errors="replace")
-        text = text.rstrip("\r").replace(sep, shown)
+        text = text.rstrip("\r").replace(sep, sep_text)
         raise PrepareDataError(
             f"{source} line {line + 1}: expected {len(columns)} fields ({','.join(columns)}) separated by "
-            f"{shown!r}, found {fields[line]}: {text[:100]!r}"
+            f"{sep_text!r}, found {fields[line]}: {shown(text)}"
         )
     try:  # every value is well formed (pyarrow refused e.g. padding spaces): convert the strings
         trimmed = {name: pc.utf8_trim_whitespace(table.column(name)) for name in kinds}
         return pa.table({name: pc.cast(trimmed[name], _ARROW_TYPES[kind]) for name, kind in kinds.items()})
     except pa.ArrowInvalid as err:
-        raise PrepareDataError(f"{source}: cannot parse: {err}") from None
+        raise PrepareDataError(f"{source}: cannot parse: {str(err)[:300]}") from None

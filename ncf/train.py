@@ -11,6 +11,7 @@ same flags it resumes from last.pt and ends with the same metrics as an uninterr
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
 import sys
 import time
@@ -21,8 +22,11 @@ from tqdm import tqdm
 
 from common import amp as amp_lib
 from common import checkpoint, config, distributed
+from common.checkpoint import CheckpointError
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
+from common.output_dir import no_space_message
+from ncf import checkpoints as ncf_checkpoints
 from ncf import data as ncf_data
 from ncf.config import NcfConfig
 from ncf.evaluate import evaluate
@@ -113,24 +117,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if cfg.optimizer == "sparse_adam" and env.distributed:
         sys.exit("error: --optimizer sparse_adam is single-process only (DDP all-reduces dense gradients)")
     last_path = cfg.checkpoint_dir / "last.pt" if cfg.checkpoint_dir else None
-    resume_from = checkpoint.load(last_path) if last_path and cfg.resume and last_path.is_file() else None
-    seed = _pick_seed(cfg.seed, resume_from, env)
-    log = JsonLogger(cfg.log_path, enabled=env.is_main, metadata=METRICS)
+    try:
+        resume_from, seed, data, sizes, model = _setup(cfg, last_path, env)
+    except (FeatureSpecError, FileNotFoundError, CheckpointError) as e:
+        sys.exit(f"error: {e}")
+    # opened once the run is known to start: a refused run leaves the log as it was; a resumed one appends
+    log = JsonLogger(cfg.log_path, enabled=env.is_main, metadata=METRICS, append=resume_from is not None)
     log.parameters(
         {**config.to_dict(cfg), "seed": seed, "world_size": env.world_size, "device": str(env.device)}
     )
-
-    try:
-        data = ncf_data.load(cfg.data, cfg.feature_spec_file, env.device)
-    except (FeatureSpecError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
-    torch.manual_seed(seed)
-    sizes = NeuMFSizes(data.num_users, data.num_items, cfg.factors, tuple(cfg.layers), cfg.dropout)
-    model = NeuMF(sizes, sparse=cfg.optimizer == "sparse_adam", byte_dropout=env.device.type == "cpu").to(
-        env.device
-    )
-    if cfg.load_checkpoint_path is not None:
-        checkpoint.restore(checkpoint.load(cfg.load_checkpoint_path), model, restore_rng=False)
     train_model = distributed.wrap_ddp(torch.compile(model) if cfg.compile else model, env)
     optimizers = build_optimizers(model, cfg, env.device)
     amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype, tf32=cfg.tf32)
@@ -164,6 +159,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             train_model, batches, optimizers, amp, cfg.grads_accumulated, steps, cfg.progress and env.is_main
         )
         loss = float(distributed.all_reduce_sum(loss, env)) / env.world_size
+        if not math.isfinite(loss):  # the same on every rank (all-reduced): all stop, nothing is saved
+            kept = (
+                f"; {last_path} still holds the run after {state['epoch']} epoch(s)" if state["epoch"] else ""
+            )
+            sys.exit(f"error: training loss is {loss} in epoch {epoch}: the run diverged; lower --learning_rate "
+                     f"(now {cfg.learning_rate}). Nothing was saved for this epoch{kept if last_path else ''}")  # fmt: skip
         _sync(env.device)
         t1 = time.perf_counter()
         result = evaluate(model, data, env, k, cfg.valid_batch_size)
@@ -185,8 +186,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         state["elapsed"] = time.time() - clock0
         if record[f"hr@{k}"] > state["best"].get(f"hr@{k}", -1.0):
             state["best"] = {**record, "epoch": epoch, "time": state["elapsed"]}
-            _save(cfg, env, "best.pt", model, sizes, seed, state)
-        _save(cfg, env, "last.pt", model, sizes, seed, state, optimizers, amp)
+            _save(cfg, env, "best.pt", model, sizes, seed, state, data)
+        _save(cfg, env, "last.pt", model, sizes, seed, state, data, optimizers, amp)
     summary = _summary(state, k, time.time() - clock0)
     log.summary(summary)
     log.close()
@@ -202,8 +203,9 @@ def _evaluate_argv(cfg: NcfConfig) -> list[str]:
     return argv + (["--log_path", str(cfg.log_path)] if cfg.log_path else [])
 
 
-def _save(cfg, env, name, model, sizes, seed, state, optimizers=None, amp=None) -> None:
-    """Rank 0 writes; optimizer states go in last.pt (resume), best.pt holds the weights to deploy."""
+def _save(cfg, env, name, model, sizes, seed, state, data, optimizers=None, amp=None) -> None:
+    """Rank 0 writes; optimizer states go in last.pt (resume), best.pt holds the weights to deploy.
+    Non-finite weights or a full disk end the run with one line; the previous file stays as it was."""
     if cfg.checkpoint_dir is None or not env.is_main:
         return
     extra = {}
@@ -215,16 +217,60 @@ def _save(cfg, env, name, model, sizes, seed, state, optimizers=None, amp=None) 
         "best": state["best"],
         "elapsed": state["elapsed"],
     }
-    checkpoint.save(cfg.checkpoint_dir / name, model=model, hyperparams=sizes.as_dict(),
-                    config={**config.to_dict(cfg), "seed": seed}, progress=progress, **extra)  # fmt: skip
+    path = cfg.checkpoint_dir / name
+    try:
+        checkpoint.save(path, model=model, hyperparams=sizes.as_dict(), recipe="ncf",
+                        dataset=ncf_checkpoints.dataset_facts(data), config={**config.to_dict(cfg), "seed": seed},
+                        progress=progress, **extra)  # fmt: skip
+    except FloatingPointError as e:
+        sys.exit(f"error: the run diverged: {e}; lower --learning_rate")
+    except OSError as e:
+        sys.exit(f"error: {no_space_message(e, path) or f'could not write {path}: {e}'}")
+
+
+def _setup(cfg: NcfConfig, last_path, env) -> tuple[dict | None, int, ncf_data.NcfData, NeuMFSizes, NeuMF]:
+    """The checkpoint to resume (checked against flags and data), seed, data, sizes and the model, with
+    --load_checkpoint_path's weights; raises with one clear message before anything is written."""
+    resume_from, seed = _resume_point(cfg, last_path, env)
+    data = ncf_data.load(cfg.data, cfg.feature_spec_file, env.device)
+    if resume_from is not None:
+        facts = tuple(resume_from.get("dataset") or ncf_checkpoints.TABLE_FACTS)
+        ncf_checkpoints.check_dataset(last_path, resume_from, data, cfg.data, facts, _fresh_hint(cfg))
+    torch.manual_seed(seed)
+    sizes = NeuMFSizes(data.num_users, data.num_items, cfg.factors, tuple(cfg.layers), cfg.dropout)
+    model = NeuMF(sizes, sparse=cfg.optimizer == "sparse_adam", byte_dropout=env.device.type == "cpu")
+    model = model.to(env.device)
+    if cfg.load_checkpoint_path is not None:
+        weights = ncf_checkpoints.load_weights(cfg.load_checkpoint_path, sizes, data, cfg.data)
+        checkpoint.restore(weights, model, restore_rng=False)
+    return resume_from, seed, data, sizes, model
+
+
+def _fresh_hint(cfg: NcfConfig) -> str:
+    return (f"pass --no-resume to start over in {cfg.checkpoint_dir} (replacing its checkpoints), or give "
+            "another --checkpoint_dir")  # fmt: skip
+
+
+def _resume_point(cfg: NcfConfig, last_path, env) -> tuple[dict | None, int]:
+    """(last.pt to resume or None, the run's seed). Resuming is refused when a flag that changes the result
+    differs from the checkpoint's: a finished run would otherwise "resume" into its old metrics, reported
+    under the new flags."""
+    resume_from = None
+    if last_path and cfg.resume and last_path.is_file():
+        resume_from = checkpoint.load(last_path, recipe="ncf")
+    seed = _pick_seed(cfg.seed, resume_from, env)
+    if resume_from is not None:
+        current = {**config.to_dict(cfg), "seed": seed}
+        checkpoint.check_resumable(
+            last_path, resume_from, current, ncf_checkpoints.RESUME_IGNORE, _fresh_hint(cfg)
+        )
+    return resume_from, seed
 
 
 def _pick_seed(requested: int | None, resume_from: dict | None, env) -> int:
-    """The flag, else the resumed run's seed, else a fresh random one; identical on every rank."""
+    """The flag, else the resumed run's seed, else a fresh random one; identical on every rank. (A flag
+    that differs from the resumed run's seed is refused with the other flags by check_resumable.)"""
     saved = resume_from["config"].get("seed") if resume_from is not None else None
-    if requested is not None and saved is not None and requested != saved:
-        sys.exit(f"error: the checkpoint to resume was written with --seed {saved}, not {requested}; "
-                 "use the same seed, or --no-resume")  # fmt: skip
     seed = requested if requested is not None else saved if saved is not None else secrets.randbelow(2**31)
     return int(distributed.broadcast_(torch.tensor(seed, device=env.device), env))
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from common.feature_spec import FeatureSpec, FeatureSpecError
 from common.logging import log_run
+from common.messages import shown
 from ncf.prepare_data import DATA_FILES, PrepareDataError, check_output, ncf_spec, parse_csv, publish
 
 CHANNELS = ("user_ch", "item_ch", "label_ch")
@@ -43,7 +44,7 @@ def channel_features(spec: FeatureSpec) -> tuple[str, str, str]:
         features = spec.channel(channel)
         if len(features) != 1:
             raise PrepareDataError(
-                f"{spec.yaml_path}: channel_spec.{channel}: NCF needs exactly one feature, got {features}"
+                f"{spec.yaml_path}: channel_spec.{channel}: NCF needs exactly one feature, got {shown(features)}"
             )
         names.append(features[0])
     return names[0], names[1], names[2]
@@ -67,7 +68,7 @@ def read_csv_mapping(
         key = f"source_spec.{mapping}[{c}]"
         if chunk["type"] != "csv":
             raise PrepareDataError(
-                f"{spec.yaml_path}: {key}.type: transcode reads csv chunks, got {chunk['type']!r}"
+                f"{spec.yaml_path}: {key}.type: transcode reads csv chunks, got {shown(chunk['type'])}"
             )
         kinds = {name: "float" if name == features[-1] else "int" for name in wanted}
         columns: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
@@ -143,21 +144,45 @@ def _check_labels(label: str, data: dict, parts: dict, series: int, spec_path: P
         )
 
 
+def _check_series_users(user: str, data: dict, parts: dict, series: int) -> None:
+    """Every test series is one user's candidates: a series mixing users would score one user's positive
+    against another user's negatives, and HR@K would silently mean nothing (ncf.md 4.2)."""
+    users = data["test"][user].reshape(-1, series)
+    mixed = np.flatnonzero((users != users[:, :1]).any(axis=1))
+    if mixed.size:
+        first = int(mixed[0])
+        offset = int(np.argmax(users[first] != users[first, 0]))
+        row = first * series + offset
+        raise PrepareDataError(
+            f"{_where(parts['test'][user], row)}: {user} {users[first, offset]} in test series {first}, which "
+            f"began with {user} {users[first, 0]} ({_where(parts['test'][user], first * series)}); every "
+            f"series of metadata.test_samples_per_series={series} rows must belong to one user "
+            f"({mixed.size} series are mixed)"
+        )
+
+
 def transcode(input_spec: str | Path, output: str | Path, overwrite: bool = False) -> dict[str, Any]:
-    """Read, validate and publish; returns row counts and cardinalities."""
-    check_output(Path(output).absolute(), overwrite)  # fail before reading anything
+    """Read, validate and publish; returns row counts and cardinalities.
+
+    An --output that is, or contains, the spec or one of its csv files is refused before anything is read
+    or written: --overwrite may only ever replace an earlier output."""
+    check_output(Path(output).absolute(), overwrite, [Path(input_spec)])  # fail before reading anything
     spec = FeatureSpec.from_yaml(input_spec, check_files=True, allow_auto=True)
+    inputs = [Path(input_spec)] + [p for chunks in spec.source_spec.values() for c in chunks
+                                   for p in spec.chunk_paths(c)]  # fmt: skip
+    check_output(Path(output).absolute(), overwrite, inputs)
     user, item, label = names = channel_features(spec)
     series = spec.metadata.get("test_samples_per_series")
     if not isinstance(series, int) or isinstance(series, bool) or series < 1:
         raise PrepareDataError(
-            f"{input_spec}: metadata.test_samples_per_series must be a positive integer, got {series!r}"
+            f"{input_spec}: metadata.test_samples_per_series must be a positive integer, got {shown(series)}"
         )
     data, parts = {}, {}
     for mapping in MAPPINGS:
         data[mapping], parts[mapping] = read_csv_mapping(spec, mapping, names)
     cards = (_cardinality(spec, user, data, parts), _cardinality(spec, item, data, parts))
     _check_labels(label, data, parts, series, spec.yaml_path)
+    _check_series_users(user, data, parts, series)
     arrays = []
     for mapping in MAPPINGS:
         columns = data[mapping]
@@ -167,7 +192,7 @@ def transcode(input_spec: str | Path, output: str | Path, overwrite: bool = Fals
         ]
     channels = {ch: [f for f in features if f in names] for ch, features in spec.channel_spec.items()}
     out_spec = ncf_spec(names, cards, dict(spec.metadata), {ch: f for ch, f in channels.items() if f})
-    publish(output, dict(zip(DATA_FILES, arrays)), out_spec, overwrite)
+    publish(output, dict(zip(DATA_FILES, arrays)), out_spec, overwrite, inputs)
     return {
         "train_rows": len(arrays[0]),
         "test_rows": len(arrays[2]),

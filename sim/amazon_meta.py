@@ -10,10 +10,9 @@ first category path (`categories[0][-1]`); a line without categories gives None 
 from __future__ import annotations
 
 import ast
-import multiprocessing
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from sim.raw_input import CountedInput, PrepareDataError, iter_blocks
+from common.messages import shown
+from common.workers import spawn_pool
+from sim.raw_input import CountedInput, PrepareDataError, iter_blocks, named_read_errors
 
 BLOCK_BYTES = 4 << 20  # ~3k lines: large enough to amortise inter-process transfer, small enough to stream
 
@@ -46,7 +47,10 @@ def parse_meta_block(
     cats: list[str | None] = []
     lines: list[int] = []
     for offset, raw in enumerate(block.split(b"\n")):
-        text = raw.decode("utf-8", errors="replace").strip()
+        try:
+            text, mangled = raw.decode("utf-8").strip(), False
+        except UnicodeDecodeError:  # invalid bytes in a title are harmless; in the asin/category they are not
+            text, mangled = raw.decode("utf-8", errors="replace").strip(), True
         if not text:
             continue
         line = first_line + offset
@@ -59,11 +63,16 @@ def parse_meta_block(
             return asins, cats, lines, f"line {line}: expected a dict literal, got a {type(record).__name__}"
         asin = record.get("asin")
         if not isinstance(asin, str):
-            what = "missing" if asin is None else f"not a string ({asin!r})"
+            what = "missing" if asin is None else f"not a string ({shown(asin)})"
             return asins, cats, lines, f"line {line}: field 'asin' is {what}: {_snippet(text)}"
         category, problem = _first_path_leaf(record.get("categories"))
         if problem:
-            return asins, cats, lines, f"line {line}: asin {asin}: {problem}"
+            return asins, cats, lines, f"line {line}: asin {_name(asin)}: {problem}"
+        if mangled and "\ufffd" in asin + (category or ""):  # would silently become another item/category
+            problem = (
+                f"the {'asin' if chr(0xFFFD) in asin else 'category'} holds bytes that are not valid UTF-8"
+            )
+            return asins, cats, lines, f"line {line}: {problem}: {_snippet(text)}"
         asins.append(asin)
         cats.append(category)
         lines.append(line)
@@ -92,6 +101,7 @@ def read_metadata(path: Path, *, n_proc: int = 1, progress: bool = True) -> Meta
         raise PrepareDataError(f"{path}: file is empty (line 1): expected one dict literal per line")
     asins, cats, lines = [], [], []
     with (
+        named_read_errors(path, "metadata"),
         CountedInput(path) as counted,
         tqdm(
             total=path.stat().st_size, unit="B", unit_scale=True, desc="metadata", disable=not progress
@@ -119,8 +129,7 @@ def _parsed_blocks(counted: CountedInput, n_proc: int) -> Iterator[tuple]:
         for first_line, block in blocks:
             yield parse_meta_block(first_line, block)
         return
-    # spawn, not fork: this process holds pyarrow threads, and forking a threaded process can deadlock.
-    with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with spawn_pool(n_proc) as pool:  # workers end with this process, even when it is killed
         pending: deque[Future] = deque()
         for first_line, block in blocks:
             pending.append(pool.submit(parse_meta_block, first_line, block))
@@ -139,10 +148,16 @@ def _check_unique(meta: Metadata) -> None:
     order = np.argsort(codes, kind="stable")
     repeat = int(order[1:][codes[order[1:]] == codes[order[:-1]]].min())
     earlier = int(np.flatnonzero(codes == codes[repeat])[0])
+    asin = _name(meta.asin[repeat].as_py())
     raise PrepareDataError(
-        f"{meta.path} line {meta.line[repeat]}: asin {meta.asin[repeat].as_py()} was already described on "
+        f"{meta.path} line {meta.line[repeat]}: asin {asin} was already described on "
         f"line {meta.line[earlier]}; metadata items must be unique (as the reference asserts)"
     )
+
+
+def _name(asin: str) -> str:
+    """The asin as it is, or cut (common.messages.shown) when it is too long to echo."""
+    return asin if len(asin) <= 200 else shown(asin)
 
 
 def _snippet(text: str) -> str:

@@ -77,6 +77,10 @@ class SimConfig:
     load_checkpoint_path: Path | None = _f(
         None, "train: resume this checkpoint (weights, optimizer, epoch, RNG seeds); inference: its weights"
     )
+    overwrite_checkpoint: bool = _f(
+        False, "start fresh and replace an existing --save_checkpoint_path (without it a run only writes there "
+        "when it resumes that checkpoint)",
+    )  # fmt: skip
     benchmark: bool = _f(False, "time benchmark_warmup_steps + benchmark_steps steps only; no evaluation")
     benchmark_warmup_steps: int = _f(20, "steps excluded from throughput and latency")
     benchmark_steps: int = _f(200, "timed steps with --benchmark; <= 0 = one pass over the data")

@@ -32,6 +32,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from common.feature_spec import FeatureSpec, FeatureSpecError
+from common.messages import shown
 from sim.models import SimBatch
 
 CHANNELS = ("label", "user_features", "target_item_features", "positive_history", "negative_history")
@@ -243,8 +244,8 @@ class _Writer:
 def _parquet_file(spec: FeatureSpec, key: str, path: Path):
     import pyarrow.parquet as pq  # lazy: slow to import
 
-    try:
-        return pq.ParquetFile(path)
+    try:  # page CRCs (sim.prepare_data writes them) are verified: flipped bytes fail instead of loading
+        return pq.ParquetFile(path, page_checksum_verification=True)
     except Exception as err:  # pyarrow raises several types; all mean "not a readable parquet file"
         raise FeatureSpecError(f"{spec.yaml_path}: {key}: cannot read {path} as parquet: {err}") from None
 
@@ -265,13 +266,27 @@ def _read_parquet_chunk(spec: FeatureSpec, key: str, chunk: dict, writer: _Write
         missing = [n for n in wanted if n not in pf.schema_arrow.names]
         if missing:
             raise FeatureSpecError(f"{where}: has no column(s) {missing}")
-        part = pf.read_row_group(g, columns=wanted).slice(a - lo, b - a)
+        part = _read_row_group(pf, g, wanted, where).slice(a - lo, b - a)
         for name in wanted:
             values = _column_values(part.column(name), spec.feature_spec[name].get("dimensions"), name, where)
             writer.put(name, values, a - writer.start, where)
     if cursor != total:
         raise FeatureSpecError(f"{spec.yaml_path}: {key} holds {cursor} rows, but the split's first chunk "
                                f"holds {total}; the chunks of a mapping must align row by row")  # fmt: skip
+
+
+def _read_row_group(pf, group: int, columns: list[str], where: str):
+    """One row group; a corrupt page (bad CRC, undecodable compression or encoding) is named by file and
+    row group instead of surfacing as a bare pyarrow error."""
+    import pyarrow as pa
+
+    try:
+        return pf.read_row_group(group, columns=columns)
+    except (OSError, pa.ArrowException) as err:
+        raise FeatureSpecError(
+            f"{where}: row group {group} of {pf.metadata.num_row_groups} is corrupt or unreadable "
+            f"({shown(str(err).strip())}); prepare or copy the file again"
+        ) from None
 
 
 def _column_values(column, dims: list[int] | None, name: str, where: str) -> np.ndarray:

@@ -21,6 +21,7 @@ from common import checkpoint, distributed, metrics
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
+from sim import checkpoint_rules
 from sim import data as sim_data
 from sim.losses import classification_per_sample
 from sim.models import SimSizes, build_model
@@ -33,7 +34,8 @@ def evaluate(
 ) -> dict[str, float]:  # fmt: skip
     """{"auc", "loss"} of the unwrapped `model` over every rank's shard of a split, in eval mode.
 
-    auc: exact ROC AUC of the gathered logits (not the reference's 8000-bin approximation).
+    auc: exact ROC AUC of the gathered logits (not the reference's 8000-bin approximation). A NaN/inf
+    logit (diverged weights) raises FloatingPointError instead of ranking garbage.
     loss: the training objective in eval mode, aggregated exactly (the reference averages per-batch means):
     classification loss summed over samples / rows + aux loss summed over valid pairs / pairs.
     """
@@ -53,18 +55,21 @@ def evaluate(
             sums[2] += out.aux_pairs
     model.train(was_training)
     local = torch.cat(scores) if scores else data.rows.new_zeros(0, dtype=torch.float32)
-    auc = metrics.roc_auc(
-        distributed.all_gather_cat(local, env), distributed.all_gather_cat(data.rows[:, 0], env)
-    )
+    logits = distributed.all_gather_cat(local, env)  # the same on every rank: all refuse alike
+    if bad := int((~torch.isfinite(logits)).sum()):
+        raise FloatingPointError(
+            f"the model gives non-finite (NaN/inf) logits for {bad} of {len(logits)} rows"
+        )
+    auc = metrics.roc_auc(logits, distributed.all_gather_cat(data.rows[:, 0], env))
     sums = distributed.all_reduce_sum(sums, env)
     loss = sums[0] / data.total_rows + sums[1] / sums[2].clamp_min(1)
     return {"auc": float(auc), "loss": float(loss)}
 
 
 def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
-    """(model on CPU with the checkpoint's weights, checkpoint dict)."""
-    ckpt = checkpoint.load(path)
-    model = build_model(SimSizes.from_dict(ckpt["hyperparams"]))
+    """(model on CPU with the checkpoint's weights, checkpoint dict); another recipe's file is refused."""
+    ckpt = checkpoint_rules.load(path)
+    model = build_model(checkpoint_rules.sizes_of(ckpt, path))
     checkpoint.restore(ckpt, model, restore_rng=False)
     return model, ckpt
 
@@ -104,8 +109,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     log.parameters({**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                     "world_size": env.world_size})  # fmt: skip
     try:
-        model, _ = load_model(args.checkpoint)
+        model, ckpt = load_model(args.checkpoint)
         spec, schema = sim_data.open_spec(args.dataset_dir, args.feature_spec)
+        checkpoint_rules.check_dataset(ckpt, schema, args.checkpoint, checkpoint_rules.CARDINALITIES)
         check_compatible(model.sizes, schema, args.checkpoint)
         shard = distributed.shard_range(sim_data.split_length(spec, args.split), env)
         negatives = schema.history_length - model.sizes.long_seq_length if model.sizes.uses_negatives else 0
@@ -116,7 +122,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise SystemExit(2) from None
     model = model.to(env.device)
     local_batch = max(1, args.batch_size // env.world_size)
-    result = evaluate(model, data, env, local_batch, amp_lib.setup(args.amp, env.device), env.is_main)
+    try:
+        result = evaluate(model, data, env, local_batch, amp_lib.setup(args.amp, env.device), env.is_main)
+    except FloatingPointError as e:
+        print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     result = {f"{args.split}_{k}": v for k, v in result.items()}
     log.summary(result)
     log.close()

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     start = time.perf_counter()
     clock = _Clock()  # per-stage times for the summary and sim.benchmark_prepare
     try:
-        out.check_output(args.output_path.absolute(), args.overwrite)
+        out.check_output(args.output_path.absolute(), args.overwrite, _inputs(args))
         reviews_path = resolve_input(args.amazon_dataset_path, args.reviews_file_name, "reviews")
         meta_path = None
         if args.metadata_file_name:
@@ -199,6 +199,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return log_run(args.log_path, args, result)
 
 
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """What --overwrite must never delete: the input directory and files (also given as absolute names)."""
+    names = [args.reviews_file_name] + ([args.metadata_file_name] if args.metadata_file_name else [])
+    return [args.amazon_dataset_path] + [args.amazon_dataset_path / name for name in names]
+
+
 def _write_dataset(
     args: argparse.Namespace, data: Interactions, sources: dict, clock: _Clock
 ) -> dict[str, int]:
@@ -210,7 +216,7 @@ def _write_dataset(
     prebatch = {"train": args.prebatch_train_size, "test": args.prebatch_test_size}
     groups = {split: size or out.DEFAULT_ROW_GROUP for split, size in prebatch.items()}
     L = args.max_sequence_length
-    with out.staging(args.output_path, args.overwrite) as tmp:
+    with out.staging(args.output_path, args.overwrite, _inputs(args)) as tmp:
         files, rows = {}, {}
         for split in SPLITS:
             writer = out.SplitWriter(tmp / split, L, groups[split], args.rows_per_part)

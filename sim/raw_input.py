@@ -7,8 +7,10 @@ name, and a name that is absent is retried with `.gz` added (or removed).
 
 from __future__ import annotations
 
+import errno
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,6 +32,26 @@ def resolve_input(directory: Path, name: str, what: str) -> Path:
     if not directory.is_dir():
         raise PrepareDataError(f"{directory}: --amazon_dataset_path is not a directory")
     raise PrepareDataError(f"{first}: {what} file not found (also tried {other.name})")
+
+
+def is_gzip(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+@contextmanager
+def named_read_errors(path: Path, what: str) -> Iterator[None]:
+    """A failed read of `path` (a truncated or corrupt .gz, an I/O error) becomes one PrepareDataError
+    naming the file, instead of pyarrow's bare "Truncated compressed stream"."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # not a read error: staging reports it with the output
+            raise
+        hint = "; the gzip file is truncated or corrupt: download it again" if is_gzip(path) else ""
+        raise PrepareDataError(
+            f"{path}: reading the {what} failed ({str(err).strip()[:200]}){hint}"
+        ) from None
 
 
 class CountedInput:

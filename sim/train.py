@@ -11,13 +11,18 @@
 Every epoch logs (DLLogger format, results_dir/log_filename) per-step classification_loss, dien_aux_loss,
 total_loss and samples/s, then throughput, time, latency_mean/p90/p95/p99 and the exact train_auc,
 train_loss, test_auc, test_loss; the summary holds time_to_train. A run killed mid-epoch and restarted
-with --load_checkpoint_path on its own --save_checkpoint_path ends with the same metrics.
+with --load_checkpoint_path on its own --save_checkpoint_path ends with the same metrics. An existing
+--save_checkpoint_path is only replaced by the run resuming it (or with --overwrite_checkpoint), a resume
+with other result-changing flags is refused (sim/checkpoint_rules.py), and a NaN/inf loss stops the run
+with one error line before anything is evaluated or saved.
 """
 
 from __future__ import annotations
 
 import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from tqdm import tqdm
@@ -26,6 +31,8 @@ from common import amp as amp_lib
 from common import checkpoint, config, distributed
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
+from common.output_dir import no_space_message
+from sim import checkpoint_rules
 from sim import data as sim_data
 from sim.benchmark import StepTimer, peak_memory_gib, run_inference
 from sim.config import SimConfig
@@ -87,15 +94,26 @@ def train_step(train_model, batch, optimizers, amp: amp_lib.Amp) -> Losses:
     return Losses(losses.classification.detach(), losses.aux.detach(), losses.total.detach())
 
 
+def check_finite(bad: torch.Tensor, env, epoch: int, step: int) -> None:
+    """Stop a diverged run: `bad` counts this rank's non-finite losses so far. Summed over ranks, so every
+    rank stops at the same step (a rank stopping alone would leave the others waiting in a collective)."""
+    if float(distributed.all_reduce_sum(bad.float(), env)) > 0:
+        raise FloatingPointError(f"non-finite (NaN/inf) training loss in epoch {epoch} by step {step}")
+
+
 def train_one_epoch(train_model, data, order, steps, optimizers, amp, timer, log, epoch, cfg, env) -> None:
-    """One pass over this rank's shard in `order` (a device permutation), timing and logging every step."""
+    """One pass over this rank's shard in `order` (a device permutation), timing and logging every step.
+    Non-finite losses are counted on the device (no sync) and checked at every log point."""
     show = cfg.progress and env.is_main
+    bad = torch.zeros((), dtype=torch.int32, device=env.device)
     for i, cut in enumerate(tqdm(steps, desc=f"epoch {epoch}", disable=not show, leave=False)):
         batch = data.batch(order[cut])
         timer.start()
         losses = train_step(train_model, batch, optimizers, amp)
         latency = timer.stop(batch.label.shape[0] * env.world_size)
-        if (i + 1) % cfg.log_every == 0 or i + 1 == len(steps):
+        bad += ~torch.isfinite(losses.total)
+        if (i + 1) % cfg.log_every == 0 or i + 1 == len(steps) or timer.done:
+            check_finite(bad, env, epoch, i)
             log.log([epoch, i], {"classification_loss": float(losses.classification),
                                  "dien_aux_loss": float(losses.aux), "total_loss": float(losses.total),
                                  "samples/s": batch.label.shape[0] * env.world_size / latency})  # fmt: skip
@@ -115,15 +133,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if cfg.optimizer == "lazy_adam" and env.distributed:
         fail("--optimizer lazy_adam is single-process only (DDP all-reduces dense gradients)")
     local_batch = cfg.global_batch_size // env.world_size
+    resuming = cfg.mode == "train" and cfg.load_checkpoint_path is not None
     try:
-        resume = checkpoint.load(cfg.load_checkpoint_path) if cfg.load_checkpoint_path else None
+        if cfg.mode == "train" and not cfg.benchmark:
+            checkpoint_rules.check_save_path(cfg)
+        resume = checkpoint_rules.load(cfg.load_checkpoint_path) if cfg.load_checkpoint_path else None
         spec, schema = sim_data.open_spec(cfg.dataset_dir, cfg.feature_spec)
-        seed = _pick_seed(cfg.seed, resume if cfg.mode == "train" else None, env)
+        seed = _pick_seed(cfg.seed, resume if resuming else None, env)
+        if resuming:
+            checkpoint_rules.check_resume(cfg, resume, seed, schema)
         model, sizes = _model(cfg, schema, resume, seed)
         splits = _load_splits(cfg, spec, schema, sizes, env)
     except (FeatureSpecError, FileNotFoundError, ValueError) as e:
         fail(str(e))
-    log = JsonLogger(cfg.results_dir / cfg.log_filename, enabled=env.is_main, metadata=METRICS)
+    log = JsonLogger(
+        cfg.results_dir / cfg.log_filename, enabled=env.is_main, metadata=METRICS, append=resuming
+    )
     log.parameters({**config.to_dict(cfg), "seed": seed, "world_size": env.world_size,
                     "device": str(env.device), "shuffle": "per-epoch permutation of each rank's shard"})  # fmt: skip
     amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype, tf32=cfg.tf32)
@@ -145,29 +170,51 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         fail(f"the train split's {train.total_rows} rows give no full step of {local_batch} rows per rank; "
              "lower --global_batch_size or drop --drop_remainder")  # fmt: skip
     timer = StepTimer(env, cfg.benchmark_warmup_steps, cfg.benchmark_steps if cfg.benchmark else None)
-    for epoch in range(state["epoch"], cfg.epochs if not cfg.benchmark else 10**9):
-        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 1000 + env.rank))
-        torch.manual_seed(epoch_seed(seed, epoch, env.rank))  # dropout masks differ per rank
-        order = torch.randperm(len(train), generator=gen).to(env.device)
-        timer.new_epoch()
-        train_one_epoch(train_model, train, order, steps, optimizers, amp, timer, log, epoch, cfg, env)
-        record = timer.results()
-        if cfg.benchmark:
-            if timer.done or cfg.benchmark_steps <= 0:
-                return _finish(log, env, {**record, "peak_memory_gib": peak_memory_gib(env.device)})
-            continue
-        record |= _evaluate_all(model, splits, local_batch, amp, cfg, env)
-        log.log([epoch], record)
-        state["history"].append(record)
-        state["epoch"] = epoch + 1
-        _save(cfg, env, model, sizes, seed, state, optimizers, amp)
+    with _fails_cleanly(cfg, log):
+        for epoch in range(state["epoch"], cfg.epochs if not cfg.benchmark else 10**9):
+            gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 1000 + env.rank))
+            torch.manual_seed(epoch_seed(seed, epoch, env.rank))  # dropout masks differ per rank
+            order = torch.randperm(len(train), generator=gen).to(env.device)
+            timer.new_epoch()
+            train_one_epoch(train_model, train, order, steps, optimizers, amp, timer, log, epoch, cfg, env)
+            record = timer.results()
+            if cfg.benchmark:
+                if timer.done or cfg.benchmark_steps <= 0:
+                    return _finish(log, env, {**record, "peak_memory_gib": peak_memory_gib(env.device)})
+                continue
+            record |= _evaluate_all(model, splits, local_batch, amp, cfg, env)
+            log.log([epoch], record)
+            state["history"].append(record)
+            state["epoch"] = epoch + 1
+            _save(
+                cfg, env, model, sizes, seed, state, optimizers, amp, checkpoint_rules.dataset_facts(schema)
+            )
     return _finish(log, env, _summary(state["history"]))
+
+
+@contextmanager
+def _fails_cleanly(cfg: SimConfig, log: JsonLogger) -> Iterator[None]:
+    """A diverged run (NaN/inf loss or logits) or a full disk ends with one error line and a non-zero
+    exit; the last good checkpoint stays (checkpoints are written atomically, never with NaN weights)."""
+    try:
+        yield
+    except FloatingPointError as e:
+        log.close()
+        path = cfg.save_checkpoint_path
+        kept = f"{path} is left as it was" if path and path.exists() else "no checkpoint written"
+        print(f"error: {e}; lower --lr ({kept})", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as e:
+        if (message := no_space_message(e, cfg.save_checkpoint_path or cfg.results_dir)) is None:
+            raise
+        log.close()
+        fail(message)
 
 
 def _model(cfg: SimConfig, schema, resume: dict | None, seed: int) -> tuple[torch.nn.Module, SimSizes]:
     """Inference with a checkpoint: its model. Otherwise the flags' model (a resumed one must match them)."""
     if cfg.mode == "inference" and resume is not None:
-        model = build_model(SimSizes.from_dict(resume["hyperparams"]))
+        model = build_model(checkpoint_rules.sizes_of(resume, cfg.load_checkpoint_path))
         checkpoint.restore(resume, model, restore_rng=False)
         check_compatible(model.sizes, schema, cfg.load_checkpoint_path)
         return model, model.sizes
@@ -177,11 +224,6 @@ def _model(cfg: SimConfig, schema, resume: dict | None, seed: int) -> tuple[torc
         tuple(cfg.aux_mlp_dims), cfg.dropout_rate, cfg.augru_variant,
     )  # fmt: skip
     check_compatible(sizes, schema, "--long_seq_length")
-    if resume is not None and resume["hyperparams"] != sizes.as_dict():
-        diff = {k: v for k, v in resume["hyperparams"].items() if sizes.as_dict().get(k) != v}
-        raise ValueError(
-            f"{cfg.load_checkpoint_path} holds a different model: {diff}; pass the same model flags"
-        )
     torch.manual_seed(seed)
     return build_model(sizes, sparse_embeddings=cfg.optimizer == "lazy_adam"), sizes
 
@@ -209,19 +251,18 @@ def _evaluate_all(model, splits, local_batch, amp, cfg, env) -> dict[str, float]
     return record
 
 
-def _save(cfg, env, model, sizes, seed, state, optimizers, amp) -> None:
+def _save(cfg, env, model, sizes, seed, state, optimizers, amp, facts: dict) -> None:
     if cfg.save_checkpoint_path is None or not env.is_main:
         return
     checkpoint.save(cfg.save_checkpoint_path, model=model, hyperparams=sizes.as_dict(),
                     config={**config.to_dict(cfg), "seed": seed}, optimizer=_Optimizers(optimizers),
-                    scaler=amp.scaler, progress=state)  # fmt: skip
+                    scaler=amp.scaler, progress=state, recipe=checkpoint_rules.RECIPE, dataset=facts)  # fmt: skip
 
 
 def _pick_seed(requested: int | None, resume: dict | None, env) -> int:
-    """The flag, else the resumed run's seed, else a fresh random one; identical on every rank."""
+    """The flag, else the resumed run's seed, else a fresh random one; identical on every rank. A flag
+    other than the resumed run's seed is refused by checkpoint_rules.check_resume, with the other flags."""
     saved = resume["config"].get("seed") if resume is not None else None
-    if requested is not None and saved is not None and requested != saved:
-        fail(f"the checkpoint to resume was written with --seed {saved}, not {requested}; use the same seed")
     seed = requested if requested is not None else saved if saved is not None else secrets.randbelow(2**31)
     return int(distributed.broadcast_(torch.tensor(seed, device=env.device), env))
 

@@ -74,3 +74,44 @@ def test_clear_errors(tmp_path: Path) -> None:
     path = checkpoint.save(tmp_path / "m.pt", model=_model(), hyperparams={})
     with pytest.raises(ValueError, match="no optimizer state"):
         checkpoint.restore(checkpoint.load(path), _model(), torch.optim.SGD(_model().parameters(), lr=1))
+
+
+def test_overwritten_weight_bytes_are_refused(tmp_path: Path) -> None:
+    model = torch.nn.Linear(64, 64)
+    path = checkpoint.save(tmp_path / "m.pt", model=model, hyperparams={}, recipe="ncf")
+    raw = bytearray(path.read_bytes())
+    weight = model.weight.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+    at = bytes(raw).index(weight[:64])  # the weight's bytes are stored uncompressed in the zip
+    raw[at + 100 : at + 104] = b"\x00\x00\xc0\x7f"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(checkpoint.CheckpointError, match=r"m\.pt is corrupt"):
+        checkpoint.load(path)
+
+
+def test_recipe_mismatch_is_one_clear_error(tmp_path: Path) -> None:
+    path = checkpoint.save(tmp_path / "sim.pt", model=_model(), hyperparams={}, recipe="sim")
+    assert checkpoint.load(path, recipe="sim")["recipe"] == "sim"
+    with pytest.raises(checkpoint.CheckpointError, match=r"sim\.pt is a sim checkpoint; dlrm needs one"):
+        checkpoint.load(path, recipe="dlrm")
+
+
+def test_refuses_to_save_non_finite_weights(tmp_path: Path) -> None:
+    model = _model()
+    with torch.no_grad():
+        model[1].bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"non-finite .* 1\.bias"):
+        checkpoint.save(tmp_path / "m.pt", model=model, hyperparams={})
+    assert not list(tmp_path.iterdir())
+
+
+def test_resume_refuses_changed_flags_listing_them(tmp_path: Path) -> None:
+    path = checkpoint.save(tmp_path / "m.pt", model=_model(), hyperparams={},
+                           config={"lr": 0.1, "batch_size": 8, "seed": 1, "log_path": "a", "sizes": [4, 2]})  # fmt: skip
+    ckpt = checkpoint.load(path)
+    same = {"lr": 0.1, "batch_size": 8, "seed": 1, "log_path": "b", "sizes": (4, 2)}
+    checkpoint.check_resumable(path, ckpt, same, ignore={"log_path"}, fresh_hint="pass --no-resume")
+    changed = {**same, "lr": 0.2, "seed": 2}
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.check_resumable(path, ckpt, changed, ignore={"log_path"}, fresh_hint="pass --no-resume")
+    assert "--lr: 0.1 in the checkpoint, 0.2 now" in str(e.value) and "--seed: 1" in str(e.value)
+    assert "batch_size" not in str(e.value) and "--no-resume" in str(e.value)

@@ -4,6 +4,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from common import plot
@@ -82,3 +83,30 @@ def test_plot_rejects_a_file_that_is_not_a_log(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         plot.main([str(bad), "--out", str(tmp_path / "o.png")])
     assert "no per-step DLLL records" in capsys.readouterr().err
+
+
+def test_append_keeps_the_earlier_records(tmp_path: Path) -> None:
+    path = tmp_path / "log.json"
+    first = JsonLogger(path, stdout=io.StringIO())
+    first.log([0], {"loss": 1.0})
+    first.close()
+    resumed = JsonLogger(path, stdout=io.StringIO(), append=True)
+    resumed.log([1], {"loss": 0.5})
+    resumed.close()
+    assert [r["step"] for r in read_log(path) if r["type"] == "LOG"] == [[0], [1]]
+
+
+def test_cut_off_last_line_is_skipped_with_a_warning_and_plot_still_draws(tmp_path: Path) -> None:
+    path = tmp_path / "log.json"
+    log = JsonLogger(path, stdout=io.StringIO())
+    log.log([0], {"loss": 1.0})
+    log.log([1], {"loss": 0.5})
+    log.close()
+    whole = path.read_text()
+    path.write_text(whole[: len(whole) - 20])  # killed mid-write
+    with pytest.warns(UserWarning, match=r"log\.json:\d+: skipping a cut-off last record"):
+        assert plot.main([str(path), "--out", str(tmp_path / "c.png")]) == {"logs": 1.0}
+    assert (tmp_path / "c.png").stat().st_size > 0
+    path.write_text("DLLL {broken\n" + whole)
+    with pytest.raises(ValueError, match=r"log\.json:1: not a valid DLLL record"):
+        read_log(path)

@@ -26,7 +26,7 @@ def _checkpoint(tmp_path: Path, sizes: DlrmSizes = SIZES) -> tuple[Path, DLRM]:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    path = checkpoint.save(tmp_path / "best.pt", model=model, hyperparams=sizes.as_dict())
+    path = checkpoint.save(tmp_path / "best.pt", model=model, hyperparams=sizes.as_dict(), recipe="dlrm")
     return path, model.eval()
 
 

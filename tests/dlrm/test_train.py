@@ -112,8 +112,8 @@ def test_killed_run_resumes_to_the_same_metrics(planted, tmp_path: Path, monkeyp
     monkeypatch.setattr(train, "train_step", real_step)
     resumed = _train(dataset, tmp_path / "killed", *flags)  # picks up ck.pt written at step 60
     assert read_log(tmp_path / "killed" / "log.json")[0]["type"] == "METADATA"
-    params = next(r for r in read_log(tmp_path / "killed" / "log.json") if r.get("step") == "PARAMETER")
-    assert params["data"]["resumed_from_step"] == 60
+    params = [r for r in read_log(tmp_path / "killed" / "log.json") if r.get("step") == "PARAMETER"]
+    assert [p["data"]["resumed_from_step"] for p in params] == [0, 60]  # the resumed run appended its log
     keys = ("best_auc", "best_validation_loss", "training_loss", "best_epoch", "auc", "steps")
     assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
 

@@ -4,6 +4,7 @@ error bounds, accuracy vs float on a trained model, save/reload through ncf.eval
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,27 @@ def test_bad_checkpoints_and_mismatched_data_exit_with_a_clear_error(
     capsys.readouterr()
     _exits_with(capsys, [*data, "--checkpoint", str(int8)], "already an INT8 model")
     _exits_with(capsys, ["--data", str(tmp_path), "--checkpoint", str(trained)], "feature_spec.yaml")
+
+
+def test_output_never_replaces_the_float_checkpoint_or_another_file(
+    movielens, trained, tmp_path, capsys
+) -> None:
+    _, prepared = movielens
+    argv = ["--data", str(prepared), "--checkpoint", str(trained)]
+    before = trained.read_bytes()
+    alias = tmp_path / "alias.pt"
+    alias.symlink_to(trained)
+    for same in (trained, alias, Path(os.path.relpath(trained))):  # the same file, however spelled
+        _exits_with(capsys, [*argv, "--output", str(same)], "is the --checkpoint itself")
+    float_copy = tmp_path / "float.pt"
+    float_copy.write_bytes(before)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for other in (float_copy, notes):
+        _exits_with(capsys, [*argv, "--output", str(other)], "is not an INT8 model written by ncf.quantize")
+    assert trained.read_bytes() == float_copy.read_bytes() == before and notes.read_text() == "mine"
+    int8 = tmp_path / "int8.pt"
+    for _ in range(2):  # its own earlier output may be replaced
+        quantize.main([*argv, "--output", str(int8), "--batch_sizes"])
+    saved = checkpoint.load(int8, recipe="ncf")
+    assert saved["recipe"] == "ncf" and saved["dataset"]["num_users"] == 400

@@ -1,0 +1,102 @@
+"""What a SIM checkpoint must match before it is used, and when sim.train may write one.
+
+A checkpoint is written with recipe "sim" and the dataset's facts (`dataset_facts`): evaluate refuses
+another recipe's file and data whose tables differ from the ones the model was built for; a resumed run
+also needs the same history length and every flag that changes the result unchanged (`RESUME_IGNORE`
+lists the ones that do not). An existing checkpoint is only replaced by the run that resumes it, or when
+--overwrite_checkpoint says so: a trained model is never lost to a rerun of the same command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from common import checkpoint, config
+from common.checkpoint import CheckpointError
+from common.messages import shown
+from sim.data import SimSchema
+from sim.models import SimSizes
+
+RECIPE = "sim"
+# Flags that cannot change the trained weights or metrics: where data/logs/checkpoints live, what is shown
+# or timed, the device and compilation (same math), and --epochs, which legitimately extends a run.
+RESUME_IGNORE = frozenset({
+    "mode", "dataset_dir", "feature_spec", "results_dir", "log_filename", "save_checkpoint_path",
+    "load_checkpoint_path", "overwrite_checkpoint", "epochs", "evaluate_train", "device", "compile",
+    "benchmark", "benchmark_warmup_steps", "benchmark_steps", "log_every", "progress", "tf32",
+})  # fmt: skip
+CARDINALITIES = ("user_cardinalities", "item_cardinalities")
+
+
+def dataset_facts(schema: SimSchema) -> dict[str, Any]:
+    """What a checkpoint remembers of its training data (stored as plain lists/ints)."""
+    return {
+        "user_cardinalities": list(schema.user_cardinalities),
+        "item_cardinalities": list(schema.item_cardinalities),
+        "history_length": schema.history_length,
+    }
+
+
+def load(path: Path) -> dict:
+    """The checkpoint; one CheckpointError for a foreign, corrupt or other-recipe file."""
+    ckpt = checkpoint.load(path, recipe=RECIPE)
+    sizes_of(ckpt, path)
+    return ckpt
+
+
+def sizes_of(ckpt: dict, path: Path | str) -> SimSizes:
+    """The model sizes a checkpoint stores; an older file of another recipe (no recipe entry) has other
+    hyperparameters, which is said in one line instead of a TypeError."""
+    hyperparams = ckpt["hyperparams"]
+    try:
+        return SimSizes.from_dict(hyperparams)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} is not a SIM checkpoint (written by sim.train): its hyperparameters "
+            f"{shown(sorted(hyperparams))} do not describe a SIM/DIN/DIEN model ({err})"
+        ) from None
+
+
+def check_dataset(ckpt: dict, schema: SimSchema, path: Path | str, keys: tuple[str, ...]) -> None:
+    """Refuse data whose facts (`keys` of dataset_facts) differ from the checkpoint's training data."""
+    saved, now = ckpt.get("dataset") or {}, dataset_facts(schema)
+    diffs = [f"{k}: {saved[k]} in the checkpoint, {now[k]} in the dataset" for k in keys if k in saved
+             and list(_seq(saved[k])) != list(_seq(now[k]))]  # fmt: skip
+    if diffs:
+        raise CheckpointError(
+            f"{path} was trained on a different dataset: "
+            + "; ".join(diffs)
+            + " (a model only fits data prepared with the same ids)"
+        )
+
+
+def check_save_path(cfg: Any) -> None:
+    """Refuse to replace an existing --save_checkpoint_path that this run does not resume."""
+    save, load_path = cfg.save_checkpoint_path, cfg.load_checkpoint_path
+    if save is None or cfg.overwrite_checkpoint or not Path(save).exists():
+        return
+    if load_path is not None and Path(load_path).exists() and Path(save).samefile(load_path):
+        return
+    raise CheckpointError(
+        f"--save_checkpoint_path {save} already exists and this run does not resume it; resume it with "
+        f"--load_checkpoint_path {save}, pass --overwrite_checkpoint to start fresh and replace it, or "
+        "choose another --save_checkpoint_path"
+    )
+
+
+def check_resume(cfg: Any, ckpt: dict, seed: int, schema: SimSchema) -> None:
+    """A resumed run must train on the same data with the same result-changing flags (seed included)."""
+    path = cfg.load_checkpoint_path
+    check_dataset(ckpt, schema, path, (*CARDINALITIES, "history_length"))
+    hint = (
+        "drop --load_checkpoint_path to start a fresh run (with --overwrite_checkpoint to replace "
+        f"{cfg.save_checkpoint_path}, or another --save_checkpoint_path)"
+        if cfg.save_checkpoint_path is not None
+        else "drop --load_checkpoint_path to start a fresh run"
+    )
+    checkpoint.check_resumable(path, ckpt, {**config.to_dict(cfg), "seed": seed}, RESUME_IGNORE, hint)
+
+
+def _seq(value: Any) -> Any:
+    return value if isinstance(value, (list, tuple)) else [value]

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         log = JsonLogger(args.log_path, metadata={})
         log.parameters({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
         rows: dict[str, int] = {}
-        with staging(args.output, args.overwrite, ConvertError) as tmp:
+        with staging(args.output, args.overwrite, ConvertError, inputs=[args.input]) as tmp:
             for split, src in found.items():
                 if src is not None:
                     rows[split] = convert_split(src, tmp, split, cards, args.chunk_rows)

@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     state = new_state()
     if weights_from is not None and resume_from is None:  # the seed's --load_checkpoint_path: weights only
         try:
-            check_compatible(model, source, str(cfg.load_checkpoint_path))
+            check_compatible(model, source, str(cfg.load_checkpoint_path), weights_from)
             checkpoint.restore(weights_from, model, restore_rng=False)
         except (RuntimeError, ValueError, KeyError) as e:
             _fail(f"cannot load weights from {cfg.load_checkpoint_path}: {e}")

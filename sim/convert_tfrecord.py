@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
             if not chunks or any(c.get("type") != "tfrecord" for c in chunks):
                 raise ConvertError(f"{spec_path}: source_spec.{split} must hold tfrecord chunks")
             sources[split] = chunks
-        with staging(args.output, args.overwrite, ConvertError) as tmp:
+        with staging(args.output, args.overwrite, ConvertError, inputs=[args.input]) as tmp:
             files: dict[str, list[str]] = {}
             for split, chunks in sources.items():
                 (tmp / split).mkdir()

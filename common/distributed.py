@@ -177,6 +177,23 @@ def shard_range(total: int, env: DistEnv) -> tuple[int, int]:
     return start, start + base + (1 if env.rank < extra else 0)
 
 
+def strip_local_rank(argv: list[str]) -> list[str]:
+    """Remove `--local-rank=N` / `--local_rank N` (what torch.distributed.launch without --use-env appends) and
+    put N in LOCAL_RANK when the launcher did not, so entry points with their own argparse accept it too."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in ("--local-rank", "--local_rank"):
+            if not eq and i + 1 < len(argv):
+                value, i = argv[i + 1], i + 1
+            os.environ.setdefault("LOCAL_RANK", value)
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
 def run_main(main: Callable[[], object]) -> None:
     """The `python -m <recipe>.<entry>` call: run main(); a worker of a multi-process run then ends with
     os._exit(0) after flushing stdio, skipping interpreter finalisation (errors still raise normally).
@@ -189,6 +206,7 @@ def run_main(main: Callable[[], object]) -> None:
     take_gil -> pthread_exit). Extra barriers before destroy_process_group did not help (the barrier work
     keeps the earlier works alive); not finalising does.
     """
+    sys.argv[1:] = strip_local_rank(sys.argv[1:])
     main()
     if adopt_launcher_env() > 1:
         sys.stdout.flush()

@@ -124,3 +124,16 @@ def test_mpi_launch_that_cannot_work_is_refused() -> None:
     assert distributed.adopt_launcher_env(env) == 4 and env["MASTER_ADDR"] == "node0"
     with pytest.raises(SystemExit, match="MPI_LOCALRANKID is not set"):
         distributed.adopt_launcher_env({"PMI_RANK": "0", "PMI_SIZE": "2"})
+
+
+def test_local_rank_argument_is_stripped_for_every_entry_point(monkeypatch) -> None:
+    """run_main removes torch.distributed.launch's --local-rank before an entry point's own argparse."""
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert distributed.strip_local_rank(["--data", "d", "--local-rank=1", "-k", "5"]) == [
+        "--data",
+        "d",
+        "-k",
+        "5",
+    ]
+    assert os.environ["LOCAL_RANK"] == "1"
+    assert distributed.strip_local_rank(["--local_rank", "1", "--x"]) == ["--x"]

@@ -79,3 +79,14 @@ def test_mode_test_and_checkpoint_dir_as_the_seed_uses_them(movielens, tmp_path:
     with pytest.raises(SystemExit):
         train.main([*base, "--opt_level", "O2"])
     assert "--opt_level (NVIDIA's flag): the 2019 apex flag: use --amp" in capsys.readouterr().err
+
+
+def test_launch_local_rank_reaches_an_entry_point_with_its_own_argparse(movielens, tmp_path: Path) -> None:
+    """ncf.evaluate parses its own flags; run_main strips the launcher's --local-rank before it does."""
+    _, prepared = movielens
+    cmd = [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2", f"--master_port={free_port()}",
+           "-m", "ncf.evaluate", "--data", str(prepared), "--baseline", "popularity", "--device", "cpu",
+           "--log_path", str(tmp_path / "eval.json")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=CPU_ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 0 < read_log(tmp_path / "eval.json")[-1]["data"]["hr@10"] < 1

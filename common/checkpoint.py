@@ -173,25 +173,37 @@ def _feed(digest: Any, value: Any) -> None:
 
 
 def config_differences(
-    saved: dict[str, Any], current: dict[str, Any], ignore: Iterable[str] = ()
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    ignore: Iterable[str] = (),
+    defaults: dict[str, Any] | None = None,
 ) -> list[str]:
-    """'--name: saved -> now' for every config value that differs (keys in `ignore` are not compared)."""
+    """'--name: saved -> now' for every config value that differs (keys in `ignore` are not compared).
+
+    A flag the checkpoint does not record (it was added after the checkpoint was written) counts as its
+    default in `defaults`: that is the value the older run had, so adding a flag never blocks a resume."""
     skip = set(ignore)
+    known = {**(defaults or {}), **saved}
     out = []
     for key in sorted(set(saved) | set(current)):
         if key in skip:
             continue
-        before, now = saved.get(key, "<unset>"), current.get(key, "<unset>")
+        before, now = known.get(key, "<unset>"), current.get(key, "<unset>")
         if _plain(before) != _plain(now):
             out.append(f"--{key}: {before!r} in the checkpoint, {now!r} now")
     return out
 
 
 def check_resumable(
-    path: Path | str, ckpt: dict[str, Any], current: dict[str, Any], ignore: Iterable[str], fresh_hint: str
+    path: Path | str,
+    ckpt: dict[str, Any],
+    current: dict[str, Any],
+    ignore: Iterable[str],
+    fresh_hint: str,
+    defaults: dict[str, Any] | None = None,
 ) -> None:
     """Refuse to resume a run whose result-changing flags differ from the checkpoint's, listing them."""
-    diffs = config_differences(ckpt.get("config", {}), current, ignore)
+    diffs = config_differences(ckpt.get("config", {}), current, ignore, defaults)
     if diffs:
         raise CheckpointError(
             f"cannot resume from {path}: it was written with different flags that change the result:\n  "

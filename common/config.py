@@ -272,14 +272,22 @@ def parse(
     return cfg
 
 
+def default_dict(cls: type) -> dict[str, Any]:
+    """to_dict of the dataclass's field defaults (what a run had before a newer flag existed)."""
+    return {
+        f.name: _plain(f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+        for f in dataclasses.fields(cls)
+    }
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """JSON/YAML-friendly view of a config (paths as strings), for logs and checkpoints."""
+    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
 
-    def plain(v: Any) -> Any:
-        if isinstance(v, Path):
-            return str(v)
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return v
 
-    return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+def _plain(v: Any) -> Any:
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v

@@ -301,7 +301,9 @@ def load_resumable(path, cfg: DlrmConfig, source) -> dict:
         "pass --no-resume to start a fresh run (it replaces that checkpoint) or choose another "
         "--save_checkpoint_path"
     )
-    checkpoint.check_resumable(path, ckpt, config.to_dict(cfg), RESUME_MAY_CHANGE, fresh)
+    checkpoint.check_resumable(
+        path, ckpt, config.to_dict(cfg), RESUME_MAY_CHANGE, fresh, defaults=config.default_dict(type(cfg))
+    )
     saved, now = ckpt.get("dataset") or {}, dataset_facts(source)
     if diffs := [
         f"{k}: {saved[k]} in the checkpoint, {now[k]} now" for k in now if saved.get(k, now[k]) != now[k]

@@ -262,7 +262,12 @@ def _resume_point(cfg: NcfConfig, last_path, env) -> tuple[dict | None, int]:
     if resume_from is not None:
         current = {**config.to_dict(cfg), "seed": seed}
         checkpoint.check_resumable(
-            last_path, resume_from, current, ncf_checkpoints.RESUME_IGNORE, _fresh_hint(cfg)
+            last_path,
+            resume_from,
+            current,
+            ncf_checkpoints.RESUME_IGNORE,
+            _fresh_hint(cfg),
+            defaults=config.default_dict(type(cfg)),
         )
     return resume_from, seed
 

@@ -95,7 +95,14 @@ def check_resume(cfg: Any, ckpt: dict, seed: int, schema: SimSchema) -> None:
         if cfg.save_checkpoint_path is not None
         else "drop --load_checkpoint_path to start a fresh run"
     )
-    checkpoint.check_resumable(path, ckpt, {**config.to_dict(cfg), "seed": seed}, RESUME_IGNORE, hint)
+    checkpoint.check_resumable(
+        path,
+        ckpt,
+        {**config.to_dict(cfg), "seed": seed},
+        RESUME_IGNORE,
+        hint,
+        defaults=config.default_dict(type(cfg)),
+    )
 
 
 def _seq(value: Any) -> Any:

@@ -115,3 +115,12 @@ def test_resume_refuses_changed_flags_listing_them(tmp_path: Path) -> None:
         checkpoint.check_resumable(path, ckpt, changed, ignore={"log_path"}, fresh_hint="pass --no-resume")
     assert "--lr: 0.1 in the checkpoint, 0.2 now" in str(e.value) and "--seed: 1" in str(e.value)
     assert "batch_size" not in str(e.value) and "--no-resume" in str(e.value)
+
+
+def test_a_flag_added_after_the_checkpoint_counts_as_its_default(tmp_path: Path) -> None:
+    path = checkpoint.save(tmp_path / "m.pt", model=_model(), hyperparams={}, config={"lr": 0.1})
+    ckpt = checkpoint.load(path)
+    defaults = {"lr": 1.0, "tf32": True}
+    checkpoint.check_resumable(path, ckpt, {"lr": 0.1, "tf32": True}, (), "x", defaults=defaults)
+    with pytest.raises(checkpoint.CheckpointError, match="--tf32: True in the checkpoint, False now"):
+        checkpoint.check_resumable(path, ckpt, {"lr": 0.1, "tf32": False}, (), "x", defaults=defaults)

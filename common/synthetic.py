@@ -189,6 +189,23 @@ class CriteoSynthetic:
     path: Path
     probabilities: np.ndarray
     labels: np.ndarray
+    generator: _CriteoGenerator | None = None
+
+    def logits(self, integers: np.ndarray, categoricals: np.ndarray) -> np.ndarray:
+        """The true click logit from what a pipeline kept: ``integers`` [N, 13] float (NaN = missing),
+        ``categoricals`` [N, 26] raw 32-bit values (-1 = missing or dropped). So a test can measure how much
+        of the oracle survives a transform (e.g. rare values mapped to one OOV id)."""
+        gen = self.generator
+        miss = np.concatenate([np.isnan(integers), categoricals < 0], axis=1)
+        ints = np.where(np.isnan(integers), 0, np.round(integers)).astype(np.int64)
+        cats = np.zeros(categoricals.shape, np.int64)
+        for j, vocab in enumerate(gen.vocab):
+            order = np.argsort(vocab)
+            pos = np.clip(np.searchsorted(vocab[order], categoricals[:, j]), 0, len(vocab) - 1)
+            known = vocab[order][pos] == categoricals[:, j]
+            cats[:, j] = np.where(known, order[pos], 0)
+            miss[:, 13 + j] |= ~known
+        return gen._logits(ints, cats, miss) + gen.bias
 
 
 def _missing_rates(missing_rate: float) -> np.ndarray:
@@ -282,7 +299,7 @@ class _CriteoGenerator:
             for j in range(26)
         ]
         _write(path, _join(cols, "\t"))
-        return CriteoSynthetic(path, prob, labels)
+        return CriteoSynthetic(path, prob, labels, self)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -92,6 +92,33 @@ def test_embedding_lr_scale_moves_only_the_rows() -> None:
     assert (after[8.0]["embeddings.0.weight"] != before[8.0]["embeddings.0.weight"]).any()
 
 
+def test_embedding_lr_scale_is_the_same_step_when_tables_are_sharded(tmp_path: Path) -> None:
+    """ShardedStep (autograd through dlrm.parallel, tables in their own SGD group) on a 1-rank gloo group
+    takes exactly ReplicatedStep's scaled step."""
+    import torch.distributed as dist
+
+    sizes = DlrmSizes(
+        table_sizes=(50, 7, 30), embedding_dim=8, bottom_mlp_sizes=(16, 8), top_mlp_sizes=(8, 1)
+    )
+    gen = torch.Generator().manual_seed(1)
+    batch = dlrm_data.DlrmBatch(torch.rand(64, 13, generator=gen), torch.randint(0, 7, (64, 3), generator=gen),
+                                torch.randint(0, 2, (64,), generator=gen).float())  # fmt: skip
+    env, amp = distributed.DistEnv(0, 0, 1, torch.device("cpu")), amp_lib.setup(False, torch.device("cpu"))
+    schedule = LrSchedule(0.5, warmup_steps=0, decay_start_step=10)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        states = []
+        for step_type in (train.ReplicatedStep, train.ShardedStep):
+            torch.manual_seed(0)
+            step = step_type(DLRM(sizes, sparse=step_type is train.ShardedStep), env, amp, schedule, 8.0)
+            step(batch, 1)
+            states.append(step.weights().state_dict())
+    finally:
+        dist.destroy_process_group()
+    for key, value in states[0].items():
+        torch.testing.assert_close(states[1][key], value)
+
+
 def test_log_checkpoint_and_evaluate_agree(planted, tmp_path: Path) -> None:
     dataset, _ = planted
     result = _train(dataset, tmp_path, "--max_steps", "80", "--test_freq", "32")

@@ -118,6 +118,19 @@ def test_killed_run_resumes_to_the_same_metrics(planted, tmp_path: Path, monkeyp
     assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
 
 
+def test_table_sharded_run_resumes_to_the_same_metrics(planted, tmp_path: Path) -> None:
+    """A table-sharded run loads its checkpoint through dlrm.parallel (each rank its own tables)."""
+    dataset, _ = planted
+    flags = ("--embedding_sharding", "table", "--test_freq", "12", "--device", "cpu")
+    full = _train(dataset, tmp_path / "full", "--max_steps", "24", *flags)
+    _train(dataset, tmp_path / "part", "--max_steps", "12", *flags)
+    resumed = _train(dataset, tmp_path / "part", "--max_steps", "24", *flags)  # from the step-12 checkpoint
+    assert [r["data"]["resumed_from_step"] for r in read_log(tmp_path / "part" / "log.json")
+            if r.get("step") == "PARAMETER"] == [0, 12]  # fmt: skip
+    keys = ("best_auc", "best_validation_loss", "training_loss", "auc", "steps")
+    assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
+
+
 def test_two_epochs_cross_the_epoch_boundary_and_resume_there(planted, tmp_path: Path) -> None:
     dataset, _ = planted
     once = _train(dataset, tmp_path / "a", "--epochs", "2", "--max_steps", "150")

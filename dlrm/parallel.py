@@ -42,6 +42,13 @@ _SYNC_FLAG = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signatu
 _NO_BUFFER_SYNC = {_SYNC_FLAG or "broadcast_buffers": False}
 
 
+def wrap_dense(dense: DenseArch, env: DistEnv) -> nn.Module:
+    """The DenseArch under DDP (itself on one process), as both training runtimes run it: DDP broadcasts
+    rank 0's MLP weights at construction and averages their gradients; no buffer needs syncing every step
+    (the interaction's index buffers are constants)."""
+    return wrap_ddp(dense, env, **_NO_BUFFER_SYNC)
+
+
 def place_tables(table_sizes: Sequence[int], world_size: int) -> list[int]:
     """Owner rank of each table: largest table first, each to the rank holding the fewest rows so far
     (ties: the lower rank; equal sizes keep feature order). Greedy "longest processing time" balances
@@ -113,9 +120,7 @@ class ShardedDLRM(nn.Module):
         self.owners = list(owners)
         self.local_features = sorted(tables)
         self.embeddings = nn.ModuleDict({str(t): tables[t].to(env.device) for t in self.local_features})
-        # DDP broadcasts rank 0's MLP weights at construction; no buffer needs syncing every step (the
-        # interaction's index buffers are constants).
-        self.dense = wrap_ddp(dense.to(env.device), env, **_NO_BUFFER_SYNC)
+        self.dense = wrap_dense(dense.to(env.device), env)
         # Features in owner order: rank s's columns form one contiguous split of size counts[s].
         send_order = sorted(range(num_features), key=lambda t: (self.owners[t], t))
         self.counts = [self.owners.count(r) for r in range(env.world_size)]

@@ -35,7 +35,7 @@ from dlrm.embeddings import sgd_rows_
 from dlrm.evaluate import check_compatible, dataset_facts, evaluate
 from dlrm.lr_schedule import LrSchedule
 from dlrm.model import DLRM, DlrmSizes
-from dlrm.parallel import ShardedDLRM, build_model_parallel, full_state_dict, load_full_state_dict
+from dlrm.parallel import ShardedDLRM, build_model_parallel, full_state_dict, load_full_state_dict, wrap_dense
 
 # Flags that cannot change a run's result, so a resume may change them: where logs and checkpoints go,
 # progress bars, read-ahead, the evaluation batch (AUC is exact over the whole split whatever the batch),
@@ -78,7 +78,7 @@ class ReplicatedStep:
         for table in model.embeddings.parameters():
             table.requires_grad_(False)
         self.model, self.env, self.amp, self.schedule = model, env, amp, schedule
-        self.dense = distributed.wrap_ddp(model.dense, env)
+        self.dense = wrap_dense(model.dense, env)
         dense = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(dense, lr=schedule.base_lr)
 

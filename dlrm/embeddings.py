@@ -7,27 +7,27 @@ Notation: B = batch, F = categorical features (= tables), D = embedding dim, N =
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 
-def make_tables(table_sizes: Sequence[int], embedding_dim: int, sparse: bool) -> nn.ModuleList:
-    """One nn.Embedding per feature, each U(-sqrt(1/n_i), +sqrt(1/n_i)) with its OWN row count n_i
-    (dlrm.md §3.2: the total row count or PyTorch's N(0, 1) default destabilises training at lr 28)."""
-    if not table_sizes or min(table_sizes) <= 0:
-        raise ValueError(f"table sizes must be positive, got {list(table_sizes)}")
-    tables = nn.ModuleList(nn.Embedding(int(n), embedding_dim, sparse=sparse) for n in table_sizes)
-    for table in tables:
-        init_table_(table.weight)
-    return tables
+def make_table(rows: int, embedding_dim: int, sparse: bool, seed: int) -> nn.Embedding:
+    """One feature's nn.Embedding, U(-sqrt(1/rows), +sqrt(1/rows)) with its OWN row count (dlrm.md §3.2: the
+    total row count or PyTorch's N(0, 1) default destabilises training at lr 28), drawn from a generator
+    seeded with `seed` alone: a table's values do not depend on which other tables a process builds, so a
+    sharded rank that builds only its own tables gets exactly the single-process model's values."""
+    if rows <= 0:
+        raise ValueError(f"a table needs a positive row count, got {rows}")
+    weight = torch.empty(int(rows), embedding_dim)  # passed as _weight: no throw-away N(0, 1) init
+    init_table_(weight, torch.Generator().manual_seed(seed))
+    return nn.Embedding(int(rows), embedding_dim, sparse=sparse, _weight=weight)
 
 
 @torch.no_grad()
-def init_table_(weight: Tensor) -> None:
+def init_table_(weight: Tensor, generator: torch.Generator | None = None) -> None:
     bound = math.sqrt(1.0 / weight.shape[0])
-    weight.uniform_(-bound, bound)
+    weight.uniform_(-bound, bound, generator=generator)
 
 
 def lookup(tables: nn.ModuleList, indices: Tensor) -> Tensor:

@@ -6,12 +6,13 @@ Notation: B = batch, F = categorical features, D = embedding dim, I = interactio
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
 
-from dlrm.embeddings import gather_rows, lookup, make_tables
+from dlrm.embeddings import gather_rows, lookup, make_table
 from dlrm.interactions import make_interaction
 from dlrm.mlp import Mlp
 
@@ -69,29 +70,21 @@ class DlrmSizes:
             )
 
 
-class DLRM(nn.Module):
-    """Args:
-        sizes: see DlrmSizes.
-        sparse: the tables emit sparse COO gradients through autograd (for torch.optim.SGD/SparseAdam).
-            dlrm.train's replicated path does not use autograd for the tables at all (see `embed_rows`).
+class DenseArch(nn.Module):
+    """Everything after the lookup: forward(numerical [B, num_numerical], embedded [B, F, D]) -> logits [B]
+    = top_mlp(interaction(bottom_mlp(numerical), embedded)).squeeze(1).
 
-    forward(numerical [B, num_numerical] float, categorical [B, F] int) -> logits [B]
-        = top_mlp(interaction(bottom_mlp(numerical), embed(categorical))).squeeze(1)
-
-    Parts: bottom_mlp [B, 13] -> [B, D] (ReLU on every layer); embeddings: nn.ModuleList of F plain
-    nn.Embedding tables (whole tables, so a sharding wrapper can place them on ranks); interaction
-    [B, D], [B, F, D] -> [B, I]; top_mlp [B, I] -> [B, 1] (ReLU on all but the last layer: the logit).
+    The one data-parallel part of DLRM: both training runtimes (replicated tables, dlrm.train; sharded
+    tables, dlrm.parallel) wrap exactly this module in DDP, so its gradients are the only ones all-reduced.
+    Parts: bottom_mlp [B, 13] -> [B, D] (ReLU on every layer); interaction [B, D], [B, F, D] -> [B, I];
+    top_mlp [B, I] -> [B, 1] (ReLU on all but the last layer: the logit).
     """
 
-    def __init__(self, sizes: DlrmSizes, sparse: bool = True) -> None:
+    def __init__(self, sizes: DlrmSizes) -> None:
         super().__init__()
-        sizes.validate()
-        self.sizes = sizes
-        num_features = len(sizes.table_sizes)
         self.bottom_mlp = Mlp(sizes.num_numerical, sizes.bottom_mlp_sizes, relu_last=True)
-        self.embeddings = make_tables(sizes.table_sizes, sizes.embedding_dim, sparse)
         self.interaction = make_interaction(
-            sizes.interaction_op, num_features, sizes.embedding_dim, sizes.self_interaction
+            sizes.interaction_op, len(sizes.table_sizes), sizes.embedding_dim, sizes.self_interaction
         )
         self.top_mlp = Mlp(self.interaction.output_width, sizes.top_mlp_sizes, relu_last=False)
         if self.interaction.padding:
@@ -99,9 +92,63 @@ class DLRM(nn.Module):
             # as the reference does, making the padded model the same function as the unpadded one.
             with torch.no_grad():
                 self.top_mlp.linears[0].weight[:, -self.interaction.padding :] = 0.0
+
+    def forward(self, numerical: Tensor, embedded: Tensor) -> Tensor:
+        return self.top_mlp(self.interaction(self.bottom_mlp(numerical), embedded)).squeeze(1)
+
+
+def init_parts(
+    sizes: DlrmSizes, sparse: bool, tables: Iterable[int]
+) -> tuple[DenseArch, Iterator[tuple[int, nn.Embedding]]]:
+    """The initial weights of a DLRM, the only place they are drawn: the DenseArch from the global RNG,
+    then one seed drawn from it for the tables, and a lazy iterator of (t, table t) for the requested
+    tables, table t from its own generator seeded with that seed + t. `DLRM(sizes)` takes every table; a
+    table-sharded rank takes only its own (dlrm.parallel) and gets the same values for them under the
+    same torch.manual_seed, without ever allocating another rank's table."""
+    sizes.validate()
+    dense = DenseArch(sizes)
+    seed = int(torch.randint(0, 2**62, ()))
+
+    def build() -> Iterator[tuple[int, nn.Embedding]]:
+        for t in tables:
+            yield t, make_table(sizes.table_sizes[t], sizes.embedding_dim, sparse, seed + t)
+
+    return dense, build()
+
+
+# Checkpoints written before the DenseArch existed name its parts at the top level (e.g. "bottom_mlp.0.weight").
+_LEGACY_DENSE_PREFIXES = ("bottom_mlp.", "interaction.", "top_mlp.")
+
+
+def upgrade_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A DLRM state dict with today's keys: an old checkpoint's "bottom_mlp.*" / "interaction.*" /
+    "top_mlp.*" become "dense.*"; anything else is returned as it is."""
+    return {f"dense.{k}" if k.startswith(_LEGACY_DENSE_PREFIXES) else k: v for k, v in state.items()}
+
+
+class DLRM(nn.Module):
+    """Args:
+        sizes: see DlrmSizes.
+        sparse: the tables emit sparse COO gradients through autograd (for torch.optim.SGD/SparseAdam).
+            dlrm.train's replicated path does not use autograd for the tables at all (see `embed_rows`).
+
+    forward(numerical [B, num_numerical] float, categorical [B, F] int) -> logits [B]
+        = dense(numerical, embed(categorical))
+
+    Parts: embeddings: nn.ModuleList of F plain nn.Embedding tables (whole tables, so a sharding wrapper
+    can place them on ranks); dense: the DenseArch (bottom MLP, interaction, top MLP). Initial weights come
+    from `init_parts`. load_state_dict also takes checkpoints with the pre-DenseArch keys.
+    """
+
+    def __init__(self, sizes: DlrmSizes, sparse: bool = True) -> None:
+        super().__init__()
+        self.sizes = sizes
+        self.dense, tables = init_parts(sizes, sparse, range(len(sizes.table_sizes)))
+        self.embeddings = nn.ModuleList(table for _, table in tables)
         self.register_buffer(
             "table_rows", torch.tensor(sizes.table_sizes, dtype=torch.int64), persistent=False
         )
+        self.register_load_state_dict_pre_hook(_upgrade_keys)
 
     def indices(self, categorical: Tensor) -> Tensor:
         """[B, F] any int dtype -> [B, F] int64 row ids (modulo the table rows when hash_indices).
@@ -122,12 +169,16 @@ class DLRM(nn.Module):
         rows itself (dlrm.embeddings.sgd_rows_) instead of building sparse gradients."""
         return gather_rows(self.embeddings, indices)
 
-    def head(self, numerical: Tensor, embedded: Tensor) -> Tensor:
-        """Everything after the lookup: [B, num_numerical], [B, F, D] -> logits [B]."""
-        return self.top_mlp(self.interaction(self.bottom_mlp(numerical), embedded)).squeeze(1)
-
     def forward(self, numerical: Tensor, categorical: Tensor) -> Tensor:
-        return self.head(numerical, self.embed(categorical))
+        return self.dense(numerical, self.embed(categorical))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _upgrade_keys(module: nn.Module, state: dict, prefix: str, *args) -> None:
+    """load_state_dict pre-hook: rename pre-DenseArch keys in place (load_state_dict passes its own copy)."""
+    for key in [
+        k for k in state if k.startswith(prefix) and k[len(prefix) :].startswith(_LEGACY_DENSE_PREFIXES)
+    ]:
+        state[f"{prefix}dense.{key[len(prefix) :]}"] = state.pop(key)

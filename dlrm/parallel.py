@@ -1,6 +1,5 @@
 """Hybrid-parallel DLRM: whole embedding tables placed on ranks (model parallel), MLPs data parallel.
 
-  model = parallel.wrap_model_parallel(DLRM(sizes), env)        # tables that fit the host, dropped per rank
   model = parallel.build_model_parallel(sizes, env, seed=0)     # each rank allocates only its own tables
   logits = model(numerical_local, categorical_local)            # [b] for this rank's b samples
 
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 import torch.distributed as dist
@@ -37,12 +35,18 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common.checkpoint import clean_state_dict
 from common.distributed import DistEnv, all_reduce_max, wrap_ddp
-from dlrm.embeddings import make_tables
-from dlrm.model import DLRM, DlrmSizes
+from dlrm.model import DenseArch, DlrmSizes, init_parts, upgrade_state_dict
 
 # torch 2.13 renamed DDP's broadcast_buffers (now deprecated, with a warning) to forward_sync_buffers.
 _SYNC_FLAG = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters else None
 _NO_BUFFER_SYNC = {_SYNC_FLAG or "broadcast_buffers": False}
+
+
+def wrap_dense(dense: DenseArch, env: DistEnv) -> nn.Module:
+    """The DenseArch under DDP (itself on one process), as both training runtimes run it: DDP broadcasts
+    rank 0's MLP weights at construction and averages their gradients; no buffer needs syncing every step
+    (the interaction's index buffers are constants)."""
+    return wrap_ddp(dense, env, **_NO_BUFFER_SYNC)
 
 
 def place_tables(table_sizes: Sequence[int], world_size: int) -> list[int]:
@@ -85,26 +89,11 @@ class _Exchange(torch.autograd.Function):
         return _all_to_all(grad, recv_splits, send_splits).mul_(ctx.grad_scale), None, None, None
 
 
-class DenseArch(nn.Module):
-    """The data-parallel part: forward(numerical [b, 13], embedded [b, F, D]) -> logits [b]
-    = top_mlp(interaction(bottom_mlp(numerical), embedded)), the DLRM forward after the lookup. Its
-    attribute names are DLRM's, so its state-dict keys are the single-process model's."""
-
-    def __init__(self, bottom_mlp: nn.Module, interaction: nn.Module, top_mlp: nn.Module) -> None:
-        super().__init__()
-        self.bottom_mlp = bottom_mlp
-        self.interaction = interaction
-        self.top_mlp = top_mlp
-
-    def forward(self, numerical: Tensor, embedded: Tensor) -> Tensor:
-        return self.top_mlp(self.interaction(self.bottom_mlp(numerical), embedded)).squeeze(1)
-
-
 class ShardedDLRM(nn.Module):
     """DLRM with table t held only by rank owners[t]; forward(numerical [b, 13], categorical [b, F]) ->
     logits [b] for this rank's samples. Every rank must call forward (and backward) in lockstep with the
     same b: the exchanges are collectives. Parameters: this rank's tables (sparse or dense gradients, as
-    the source model) plus the DDP-wrapped MLPs; `full_state_dict` / `load_full_state_dict` convert to and
+    built) plus the DDP-wrapped MLPs; `full_state_dict` / `load_full_state_dict` convert to and
     from the single-process DLRM's state dict.
     """
 
@@ -131,9 +120,7 @@ class ShardedDLRM(nn.Module):
         self.owners = list(owners)
         self.local_features = sorted(tables)
         self.embeddings = nn.ModuleDict({str(t): tables[t].to(env.device) for t in self.local_features})
-        # DDP broadcasts rank 0's MLP weights at construction; no buffer needs syncing every step (the
-        # interaction's index buffers are constants).
-        self.dense = wrap_ddp(dense.to(env.device), env, **_NO_BUFFER_SYNC)
+        self.dense = wrap_dense(dense.to(env.device), env)
         # Features in owner order: rank s's columns form one contiguous split of size counts[s].
         send_order = sorted(range(num_features), key=lambda t: (self.owners[t], t))
         self.counts = [self.owners.count(r) for r in range(env.world_size)]
@@ -196,47 +183,20 @@ class ShardedDLRM(nn.Module):
         return self.dense.module if isinstance(self.dense, DDP) else self.dense
 
 
-def wrap_model_parallel(model: DLRM, env: DistEnv, owners: Sequence[int] | None = None) -> ShardedDLRM:
-    """Shard a built DLRM: this rank keeps its own tables (placement `place_tables` unless `owners` is
-    given), moved to env.device, and the MLPs under DDP. The wrapper takes over model's modules, and the
-    tables owned by other ranks are replaced in `model` by meta-device placeholders: they are freed, and
-    `model` can no longer be evaluated or saved by mistake with tables that training does not update
-    (evaluate through the wrapper, save `full_state_dict`). Every rank must pass the same model (same
-    seed): DDP broadcasts rank 0's MLPs and each table comes from its owner. The host holds the whole
-    model while it is built; `build_model_parallel` avoids even that.
-    """
-    sizes = model.sizes
-    owners = list(owners) if owners is not None else place_tables(sizes.table_sizes, env.world_size)
-    tables = {}
-    for t, table in enumerate(model.embeddings):
-        if owners[t] == env.rank:
-            tables[t] = table
-        else:  # free it; `model` itself now fails loudly instead of computing with a stale table
-            model.embeddings[t] = nn.Embedding(*table.weight.shape, sparse=table.sparse, device="meta")
-    dense = DenseArch(model.bottom_mlp, model.interaction, model.top_mlp)
-    return ShardedDLRM(sizes, dense, tables, owners, env)
-
-
 def build_model_parallel(
     sizes: DlrmSizes, env: DistEnv, sparse: bool = True, seed: int = 0, owners: Sequence[int] | None = None
 ) -> ShardedDLRM:
-    """Build the sharded model without ever allocating a table this rank does not own: for tables too
-    large for one host or GPU together. The MLPs come from a DLRM with one-row tables (the dense part's
-    shapes do not depend on table rows) seeded with `seed`; table t is created on env.device with the
-    reference init from seed + 1 + t, so its values do not depend on the placement. (The weights differ
-    from `DLRM(sizes)` under the same seed, which draws the tables first.)
+    """This rank's part of DLRM(sizes): the DenseArch and only the tables it owns (placement `place_tables`
+    unless `owners` is given), each moved to env.device as soon as it is built, so a rank's memory is its
+    own tables plus the MLPs and the whole model may exceed one device. The weights are those of
+    `torch.manual_seed(seed); DLRM(sizes)` (both come from `init_parts`); the global RNG is left as it was.
     """
     owners = list(owners) if owners is not None else place_tables(sizes.table_sizes, env.world_size)
-    with torch.random.fork_rng(devices=[env.device.index] if env.device.type == "cuda" else []):
+    mine = [t for t, r in enumerate(owners) if r == env.rank]
+    with torch.random.fork_rng(devices=[]):  # everything is drawn on the CPU generator
         torch.manual_seed(seed)
-        skeleton = DLRM(replace(sizes, table_sizes=(1,) * len(sizes.table_sizes)), sparse=sparse)
-        tables = {}
-        for t, rows in enumerate(sizes.table_sizes):
-            if owners[t] == env.rank:
-                torch.manual_seed(seed + 1 + t)
-                with torch.device(env.device):
-                    tables[t] = make_tables([rows], sizes.embedding_dim, sparse)[0]
-    dense = DenseArch(skeleton.bottom_mlp, skeleton.interaction, skeleton.top_mlp)
+        dense, built = init_parts(sizes, sparse, mine)
+        tables = {t: table.to(env.device) for t, table in built}
     return ShardedDLRM(sizes, dense, tables, owners, env)
 
 
@@ -252,7 +212,8 @@ def full_state_dict(model: ShardedDLRM) -> dict[str, Tensor]:
     """
     env = model.env
     is_main = env.rank == 0
-    state = {k: v.detach().cpu() for k, v in model.dense_module().state_dict().items()} if is_main else {}
+    dense = model.dense_module().state_dict() if is_main else {}
+    state = {f"dense.{k}": v.detach().cpu() for k, v in dense.items()}
     for t, owner in enumerate(model.owners):
         if owner == env.rank:
             weight = model.embeddings[str(t)].weight.detach()
@@ -274,17 +235,18 @@ def full_state_dict(model: ShardedDLRM) -> dict[str, Tensor]:
 @torch.no_grad()
 def load_full_state_dict(model: ShardedDLRM, state: dict[str, Tensor]) -> None:
     """Load a single-process DLRM state dict (e.g. checkpoint["model"]) into the sharded model: each rank
-    copies its own tables and the MLPs. Every key must be known and every expected key present."""
-    state = clean_state_dict(state)
+    copies its own tables and the MLPs. Every key must be known and every expected key present; keys from
+    before the DenseArch are renamed (dlrm.model.upgrade_state_dict)."""
+    state = upgrade_state_dict(clean_state_dict(state))
     dense = model.dense_module()
     tables = {_table_key(t) for t in range(len(model.sizes.table_sizes))}
-    expected = set(dense.state_dict()) | tables
+    expected = {f"dense.{k}" for k in dense.state_dict()} | tables
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise KeyError(
             f"state dict does not match the DLRM: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    dense.load_state_dict({k: v for k, v in state.items() if k not in tables})
+    dense.load_state_dict({k.removeprefix("dense."): v for k, v in state.items() if k not in tables})
     for t in model.local_features:
         weight = model.embeddings[str(t)].weight
         if tuple(state[_table_key(t)].shape) != tuple(weight.shape):

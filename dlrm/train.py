@@ -36,6 +36,7 @@ from dlrm.embeddings import sgd_rows_
 from dlrm.evaluate import check_compatible, dataset_facts, evaluate
 from dlrm.lr_schedule import LrSchedule
 from dlrm.model import DLRM, DlrmSizes
+from dlrm.parallel import ShardedDLRM, build_model_parallel, full_state_dict, load_full_state_dict, wrap_dense
 
 # Flags that cannot change a run's result, so a resume may change them: where logs and checkpoints go,
 # progress bars, read-ahead, the evaluation batch (AUC is exact over the whole split whatever the batch),
@@ -64,17 +65,6 @@ METRICS = {  # the reference's names (dlrm.md §4.10) plus per-window training r
 }
 
 
-class _Head(nn.Module):
-    """DLRM after the lookup, as a module DDP can wrap (it all-reduces only the MLPs' gradients)."""
-
-    def __init__(self, model: DLRM) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, numerical: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
-        return self.model.head(numerical, embedded)
-
-
 class ReplicatedStep:
     """One SGD step with every table on every rank.
 
@@ -98,7 +88,7 @@ class ReplicatedStep:
             table.requires_grad_(False)
         self.model, self.env, self.amp, self.schedule = model, env, amp, schedule
         self.embedding_lr_scale = embedding_lr_scale
-        self.head = distributed.wrap_ddp(_Head(model), env)
+        self.dense = wrap_dense(model.dense, env)
         dense = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(dense, lr=schedule.base_lr)
 
@@ -106,7 +96,7 @@ class ReplicatedStep:
         idx = self.model.indices(batch.categorical)
         rows = self.model.embed_rows(idx).requires_grad_()
         with self.amp.autocast():
-            logits = self.head(batch.numerical, rows)
+            logits = self.dense(batch.numerical, rows)
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
         self.amp.backward(loss)
         grad = rows.grad
@@ -137,6 +127,10 @@ class ReplicatedStep:
         """What a checkpoint saves: the whole DLRM (every rank holds all of it)."""
         return self.model
 
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a checkpoint's model state (any DLRM checkpoint, whichever runtime wrote it)."""
+        self.model.load_state_dict(checkpoint.clean_state_dict(state))
+
 
 class ShardedStep:
     """One SGD step through dlrm.parallel's table-sharded model (whole tables on ranks, all-to-all).
@@ -147,15 +141,13 @@ class ShardedStep:
 
     def __init__(
         self,
-        model: DLRM,
+        model: ShardedDLRM,
         env: DistEnv,
         amp: amp_lib.Amp,
         schedule: LrSchedule,
         embedding_lr_scale: float = 1.0,
     ) -> None:
-        from dlrm.parallel import wrap_model_parallel  # lazy: only this mode needs it
-
-        self.wrapped = wrap_model_parallel(model, env)
+        self.wrapped = model
         self.amp, self.schedule = amp, schedule
         tables = {id(p) for p in self.wrapped.embeddings.parameters()}
         params = [p for p in self.wrapped.parameters() if p.requires_grad]
@@ -178,9 +170,11 @@ class ShardedStep:
 
     def weights(self) -> _FullState:
         """The single-process DLRM's state dict gathered on rank 0 (collective: every rank calls it)."""
-        from dlrm.parallel import full_state_dict
-
         return _FullState(full_state_dict(self.wrapped))
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a checkpoint's (single-process DLRM) model state: each rank copies its tables and the MLPs."""
+        load_full_state_dict(self.wrapped, state)
 
 
 class _FullState:
@@ -254,30 +248,30 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     except (FeatureSpecError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     sizes = model_sizes(cfg, source.table_sizes, source.num_numerical)
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = DLRM(sizes, sparse=cfg.embedding_sharding == "table").to(env.device)
+    model = build_model(cfg, sizes, env)
     try:
         amp = amp_lib.setup(cfg.amp, env.device, cfg.amp_dtype, tf32=cfg.tf32, loss_scale=cfg.loss_scale)
     except ValueError as e:
         _fail(str(e))
     schedule = LrSchedule(cfg.lr, cfg.warmup_steps, cfg.warmup_factor, cfg.decay_start_step, cfg.decay_steps,
                           cfg.decay_power, cfg.decay_end_lr)  # fmt: skip
+    step_fn = (ReplicatedStep if cfg.embedding_sharding == "replicated" else ShardedStep)(
+        model, env, amp, schedule, cfg.embedding_lr_scale
+    )
     state = new_state()
     if weights_from is not None and resume_from is None:  # the seed's --load_checkpoint_path: weights only
         try:
             check_compatible(model, source, str(cfg.load_checkpoint_path), weights_from)
-            checkpoint.restore(weights_from, model, restore_rng=False)
+            step_fn.load_weights(weights_from["model"])
         except (RuntimeError, ValueError, KeyError) as e:
             _fail(f"cannot load weights from {cfg.load_checkpoint_path}: {e}")
     if resume_from is not None:
         try:
             check_compatible(model, source, str(resume_path), resume_from)
-            state = checkpoint.restore(resume_from, model, restore_rng=False) or state
+            step_fn.load_weights(resume_from["model"])
+            state = dict(resume_from.get("progress") or {}) or state
         except (RuntimeError, ValueError, KeyError) as e:
             _fail(f"cannot resume from {resume_path}: {e}")
-    step_fn = (ReplicatedStep if cfg.embedding_sharding == "replicated" else ShardedStep)(
-        model, env, amp, schedule, cfg.embedding_lr_scale
-    )
     # Plain SGD keeps no state and the LR comes from the schedule, so only the replicated optimizer's own
     # state is reloaded (in table mode each rank's optimizer holds a different parameter list).
     if resume_from is not None and "optimizer" in resume_from and cfg.embedding_sharding == "replicated":
@@ -292,9 +286,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     "resumed_from_step": state["global_step"]})  # fmt: skip
     if env.is_main and resume_from is not None:
         print(f"resuming from {resume_path} at step {state['global_step']}", file=sys.stderr)
-    eval_model = model if cfg.embedding_sharding == "replicated" else step_fn.wrapped
     try:
-        run(_Run(cfg, env, source, step_fn, eval_model, sizes, amp, log, _Clock(env.device)), state)
+        run(_Run(cfg, env, source, step_fn, model, sizes, amp, log, _Clock(env.device)), state)
     except FloatingPointError as e:  # diverged (lr 24-28 does for some seeds): say so, no traceback
         print(
             f"error: {e}; lower --lr or raise --warmup_steps (the last checkpoint is kept)", file=sys.stderr
@@ -311,6 +304,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if owns_group:
         distributed.shutdown(env)
     return summary
+
+
+def build_model(cfg: DlrmConfig, sizes: DlrmSizes, env: DistEnv) -> DLRM | ShardedDLRM:
+    """The model from --seed, the same initial weights on every rank: replicated, the whole DLRM on every
+    rank; table-sharded, each rank builds only the tables it owns (dlrm.parallel), the same values."""
+    torch.manual_seed(cfg.seed)
+    if cfg.embedding_sharding == "table":
+        return build_model_parallel(sizes, env, sparse=True, seed=cfg.seed)
+    return DLRM(sizes, sparse=False).to(env.device)
 
 
 def load_resumable(path, cfg: DlrmConfig, source) -> dict:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from dlrm.embeddings import sgd_rows_
+from dlrm.evaluate import load_model
 from dlrm.interactions import CatInteraction, DotInteraction, dot_output_width
 from dlrm.lr_schedule import LrSchedule
-from dlrm.model import DLRM, DlrmSizes
+from dlrm.model import DLRM, DlrmSizes, init_parts
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 SIZES = DlrmSizes(
     table_sizes=(5, 17, 3, 40), embedding_dim=8, bottom_mlp_sizes=(16, 8), top_mlp_sizes=(12, 6, 1)
@@ -30,13 +35,14 @@ def test_shapes_and_the_documented_composition() -> None:
     assert logits.shape == (6,) and logits.dtype == torch.float32
     embedded = model.embed(categorical)
     assert embedded.shape == (6, 4, 8)
-    inter = model.interaction(model.bottom_mlp(numerical), embedded)
-    assert inter.shape == (6, model.interaction.output_width) == (6, 24)  # 8 + 10 pairs = 18 -> 24
-    torch.testing.assert_close(logits, model.top_mlp(inter).squeeze(1), rtol=0, atol=0)
+    dense = model.dense
+    inter = dense.interaction(dense.bottom_mlp(numerical), embedded)
+    assert inter.shape == (6, dense.interaction.output_width) == (6, 24)  # 8 + 10 pairs = 18 -> 24
+    torch.testing.assert_close(logits, dense.top_mlp(inter).squeeze(1), rtol=0, atol=0)
     assert isinstance(model.embeddings[1], torch.nn.Embedding) and model.embeddings[1].sparse
     assert [t.num_embeddings for t in model.embeddings] == list(SIZES.table_sizes)
     # the bottom MLP ends in ReLU, the top MLP in a bare Linear (the logit)
-    assert isinstance(model.bottom_mlp[-1], torch.nn.ReLU) and isinstance(model.top_mlp[-1], torch.nn.Linear)
+    assert isinstance(dense.bottom_mlp[-1], torch.nn.ReLU) and isinstance(dense.top_mlp[-1], torch.nn.Linear)
     assert DlrmSizes.from_dict(SIZES.as_dict()) == SIZES
 
 
@@ -44,7 +50,7 @@ def test_gradients_reach_every_parameter() -> None:
     model = DLRM(SIZES, sparse=False)
     numerical, categorical = _inputs(SIZES, 64)
     model(numerical, categorical).sum().backward()
-    first_top = model.top_mlp.linears[0].weight
+    first_top = model.dense.top_mlp.linears[0].weight
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert torch.all(first_top.grad[:, -6:] == 0) and torch.all(first_top[:, -6:] == 0)  # the padding column
@@ -60,9 +66,43 @@ def test_reference_initialisation() -> None:
         assert table.weight.abs().max() <= math.sqrt(1 / n) and table.weight.abs().max() > 0.9 * math.sqrt(
             1 / n
         )
-    linear = model.bottom_mlp.linears[1]  # 256 -> 64
+    linear = model.dense.bottom_mlp.linears[1]  # 256 -> 64
     assert linear.weight.std().item() == pytest.approx(math.sqrt(2 / (256 + 64)), rel=0.05)
     assert linear.bias.std().item() == pytest.approx(math.sqrt(1 / 64), rel=0.3)
+
+
+def test_a_tables_initial_values_depend_only_on_the_seed_and_its_index() -> None:
+    """What lets a sharded rank build only its own tables and still start from DLRM(sizes)'s values."""
+    torch.manual_seed(0)
+    model = DLRM(SIZES)
+    torch.manual_seed(0)
+    other_rows = DLRM(replace(SIZES, table_sizes=(9, 17, 3, 40)))  # only table 0 differs
+    for t in (1, 2, 3):
+        assert torch.equal(model.embeddings[t].weight, other_rows.embeddings[t].weight)
+    assert not torch.equal(model.embeddings[1].weight, model.embeddings[3].weight[:17])  # own seeds
+    huge = replace(SIZES, table_sizes=(5, 10**13, 3, 40))  # table 1 alone would be 320 TB
+    torch.manual_seed(0)
+    dense, tables = init_parts(huge, sparse=True, tables=[0, 2, 3])  # never allocates table 1
+    built = dict(tables)
+    assert sorted(built) == [0, 2, 3] and built[2].sparse
+    for t in (0, 2, 3):
+        assert torch.equal(built[t].weight, model.embeddings[t].weight)
+    for (name, a), (_, b) in zip(dense.state_dict().items(), model.dense.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_a_checkpoint_from_before_the_dense_arch_still_loads() -> None:
+    """The fixture was written by commit 002e637 (top-level "bottom_mlp.*" / "top_mlp.*" keys) together with
+    that code's logits for these inputs; today's DLRM (keys "dense.*") must load it and give the same."""
+    model, ckpt = load_model(FIXTURES / "dlrm_checkpoint_002e637.pt", torch.device("cpu"))
+    assert any(k.startswith("bottom_mlp.") for k in ckpt["model"])
+    g = torch.Generator().manual_seed(0)
+    numerical = torch.randn(6, 13, generator=g)
+    categorical = torch.stack([torch.randint(0, n, (6,), generator=g) for n in model.sizes.table_sizes], 1)
+    with torch.no_grad():
+        logits = model.eval()(numerical, categorical)
+    torch.testing.assert_close(logits, ckpt["progress"]["fixture_logits"], rtol=0, atol=1e-6)
+    assert all(k.startswith(("dense.", "embeddings.")) for k in model.state_dict())
 
 
 def _naive_dot(dense: torch.Tensor, embedded: torch.Tensor, self_interaction: bool) -> torch.Tensor:
@@ -96,7 +136,7 @@ def test_reference_widths() -> None:
     assert dot_output_width(27, 128, False) == (480, 1)  # 128 + 351 = 479 -> 480 (dlrm.md §3.1)
     assert dot_output_width(27, 128, True) == (512, 6)  # 128 + 378 = 506 -> 512
     criteo_shapes = DlrmSizes(table_sizes=(3,) * 26)  # FL15 widths, tiny tables (FL15 itself is 16 GB)
-    assert DLRM(criteo_shapes).top_mlp.linears[0].in_features == 480
+    assert DLRM(criteo_shapes).dense.top_mlp.linears[0].in_features == 480
     cat = CatInteraction(26, 128)
     assert (
         cat(torch.randn(2, 128), torch.randn(2, 26, 128)).shape == (2, 27 * 128) and cat.output_width == 3456
@@ -129,7 +169,7 @@ def test_row_wise_sgd_equals_torch_sgd_on_sparse_gradients() -> None:
     idx = ours.indices(categorical)
     rows = ours.embed_rows(idx).requires_grad_()
     torch.nn.functional.binary_cross_entropy_with_logits(
-        ours.head(numerical, rows), torch.ones(32)
+        ours.dense(numerical, rows), torch.ones(32)
     ).backward()
     sgd_rows_(ours.embeddings, idx, rows.grad, 0.7)
     for a, b in zip(ref.embeddings, ours.embeddings):

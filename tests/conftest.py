@@ -5,9 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from common import kernels
+
 torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _kernel_policy() -> None:
+    """Entry points set the process-wide kernel policy from --kernels; one test's choice must not leak."""
+    yield
+    kernels.set_policy("auto")

@@ -15,16 +15,8 @@ from tests.ncf.conftest import TINY
 
 
 @pytest.fixture
-def onednn_calls(monkeypatch) -> dict:
-    calls = {"n": 0}
-    real = linear_mod._OneDnnLinear.apply
-
-    def counting(*args):
-        calls["n"] += 1
-        return real(*args)
-
-    monkeypatch.setattr(linear_mod._OneDnnLinear, "apply", counting)
-    return calls
+def onednn_calls(spy) -> dict:
+    return spy(linear_mod._OneDnnLinear, "apply")
 
 
 def _train(prepared: Path, tmp: Path, *flags: str) -> dict:

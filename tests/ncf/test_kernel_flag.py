@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from common import linear as linear_mod
 from common.logging import read_log
@@ -43,3 +44,17 @@ def test_reference_kernels_match_auto_and_may_change_on_resume(
     ref_eval = ncf_evaluate.main([*args, "--kernels", "reference"])
     assert onednn_calls["n"] == 0
     assert ref_eval["validation_loss"] == pytest.approx(auto["validation_loss"], rel=1e-5)
+
+
+def test_int8_linear_takes_its_reference_path_under_reference_kernels(spy) -> None:
+    from common import kernels
+    from ncf.quantized_model import QuantLinear, activation_qparams, quantize_activation
+
+    torch.manual_seed(0)
+    grid_in, grid_out = activation_qparams(-0.5, 2.5), activation_qparams(0.0, 1.0)
+    layer = QuantLinear.from_float(torch.nn.Linear(64, 32), grid_in, grid_out, per_channel=True)
+    xq = quantize_activation(torch.rand(50, 64) * 3 - 0.5, *grid_in)
+    fused = spy(torch.ops.onednn, "qlinear_pointwise")
+    with torch.no_grad(), kernels.use("reference"):
+        assert torch.equal(layer(xq), layer(xq, reference=True))
+    assert fused["n"] == 0

@@ -2,6 +2,8 @@
 
 Owns the generic contract only: schema, load/save, structural validation and reading chunks into numpy.
 Which channels a recipe needs, and how many features each holds, is checked in that recipe's data.py.
+torch is imported only by the functions that need it: the prep CLIs that import this module start in
+a fraction of the time (torch's import alone takes seconds).
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ import copy
 import itertools
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 import numpy as np
-import torch
 import yaml
+
+if TYPE_CHECKING:
+    import torch
 
 CHUNK_TYPES = ("torch_tensor", "npy", "split_binary", "csv", "parquet")
 # Chunk types NVIDIA's recipes write that are not read here, and what to do instead.
@@ -28,7 +33,6 @@ UNREAD_TYPES = {
 }
 SECTIONS = ("feature_spec", "source_spec", "channel_spec", "metadata")  # the last one is optional
 _DTYPE_NAMES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
-_TORCH_DTYPES = {np.dtype(name): getattr(torch, name) for name in _DTYPE_NAMES}
 
 
 class FeatureSpecError(ValueError):
@@ -47,8 +51,16 @@ def parse_dtype(name: str) -> np.dtype:
     raise FeatureSpecError(f"unknown dtype {name!r}{hint}; expected one of {_DTYPE_NAMES}, or 'torch.' + one")
 
 
+def _is_torch(value: Any, kind: str) -> bool:
+    """isinstance(value, torch.<kind>) without importing torch: if nothing imported it, value is not one."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, getattr(torch, kind))
+
+
 def _as_numpy_dtype(dtype: np.dtype | torch.dtype | str) -> np.dtype:
-    return parse_dtype(str(dtype) if isinstance(dtype, (str, torch.dtype)) else np.dtype(dtype).name)
+    return parse_dtype(
+        str(dtype) if isinstance(dtype, str) or _is_torch(dtype, "dtype") else np.dtype(dtype).name
+    )
 
 
 def dtype_name(dtype: np.dtype | torch.dtype | str) -> str:
@@ -57,7 +69,9 @@ def dtype_name(dtype: np.dtype | torch.dtype | str) -> str:
 
 
 def to_torch_dtype(dtype: np.dtype | torch.dtype | str) -> torch.dtype:
-    return _TORCH_DTYPES[_as_numpy_dtype(dtype)]
+    import torch
+
+    return getattr(torch, _as_numpy_dtype(dtype).name)
 
 
 def _is_positive_int(value: Any) -> bool:
@@ -84,9 +98,9 @@ def _plain(value: Any) -> Any:
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
-    if isinstance(value, (np.generic, np.ndarray, torch.Tensor)):
+    if isinstance(value, (np.generic, np.ndarray)) or _is_torch(value, "Tensor"):
         return value.tolist()
-    if isinstance(value, (np.dtype, torch.dtype, os.PathLike)):
+    if isinstance(value, (np.dtype, os.PathLike)) or _is_torch(value, "dtype"):
         return str(value)
     return value
 
@@ -351,6 +365,8 @@ def _split_matrix(array: np.ndarray, layout: _Layout) -> dict[str, np.ndarray]:
 
 
 def _load_torch(path: Path, layout: _Layout) -> np.ndarray:
+    import torch
+
     tensor = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"it holds a {type(tensor).__name__}, not a tensor")

@@ -10,7 +10,8 @@ shape; for dW oneDNN needs one operand transposed in memory, so the narrower one
 following ReLU is fused into the forward product.
 
 Everywhere else (CUDA, bf16/fp16, autocast, TorchScript tracing, ONNX export, torch.compile, a torch
-without oneDNN) it is exactly F.linear (+ ReLU), so exported graphs and checkpoints are unchanged.
+without oneDNN, and `--kernels reference`: common.kernels) it is exactly F.linear (+ ReLU), the reference,
+so exported graphs and checkpoints are unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from common import kernels
 
 # Fewer rows stay on F.linear: oneDNN's per-call overhead loses there (one thread, [rows, 368] x [368, 512]:
 # 1 row 22 vs 12 us, 4 rows 35 vs 33 us, 16 rows 53 vs 74 us).
@@ -32,6 +35,8 @@ def onednn_available() -> bool:
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
+    if not kernels.fast():
+        return False
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
     if x.numel() == 0 or x.numel() < MIN_ROWS * x.shape[-1]:
@@ -47,6 +52,11 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = F
     """F.linear(x, weight, bias), then ReLU when `relu`; x [..., in] -> [..., out]."""
     if _use_onednn(x, weight):
         return _OneDnnLinear.apply(x, weight, bias, relu)
+    return linear_reference(x, weight, bias, relu)
+
+
+def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
+    """What `linear` computes, in plain PyTorch ops (its path on CUDA and under `--kernels reference`)."""
     y = F.linear(x, weight, bias)
     return torch.relu(y) if relu else y
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import amp as amp_lib
-from common import distributed
+from common import distributed, kernels
 from common.logging import JsonLogger
 from dlrm import data as dlrm_data
 from dlrm.evaluate import load_model
@@ -337,7 +337,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log")
+    kernels.add_argument(p)
     args = p.parse_args(argv)
+    kernels.set_policy(args.kernels)
     train_mode = args.mode == "train"
     args.batch_sizes = args.batch_sizes or ([2048, 4096] if train_mode else [1, 64, 4096, 32768])
     args.warmup = args.warmup if args.warmup is not None else (5 if train_mode else 10)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from common.config import Ignored
+from common.kernels import HELP as KERNELS_HELP
 from dlrm.model import CRITEO_FL15_TABLE_SIZES
 
 
@@ -88,6 +89,7 @@ class DlrmConfig:
         True, "CUDA: fp32 matmuls on TF32 tensor cores, as NVIDIA's fp32 numbers; --no-tf32 = IEEE fp32"
     )
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto = the local rank's GPU when present, else CPU")
+    kernels: Literal["auto", "reference"] = _f("auto", KERNELS_HELP)
     seed: int = _f(12345, "random seed (model init, synthetic data, batch order)")
     # checkpoints and logging
     save_checkpoint_path: Path | None = _f(

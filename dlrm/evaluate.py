@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common import amp as amp_lib
-from common import checkpoint, distributed, metrics
+from common import checkpoint, distributed, kernels, metrics
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
     p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log (default: None)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="(default: True)")
+    kernels.add_argument(p)
     args = p.parse_args(argv)
+    kernels.set_policy(args.kernels)
     owns_group = not torch.distributed.is_initialized()  # a caller's process group is left to the caller
     env = distributed.init(args.device)
     try:

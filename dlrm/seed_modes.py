@@ -15,7 +15,7 @@ SEED_DROPPED_LATENCIES = 10
 
 def _common(cfg: DlrmConfig) -> list[str]:
     log = cfg.resolve(cfg.log_path)
-    return ["--device", cfg.device, "--amp" if cfg.amp else "--no-amp"] + (
+    return ["--device", cfg.device, "--kernels", cfg.kernels, "--amp" if cfg.amp else "--no-amp"] + (
         ["--log_path", str(log)] if log else []
     )
 

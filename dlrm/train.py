@@ -27,6 +27,7 @@ from common import amp as amp_lib
 from common import checkpoint, config, distributed
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
+from common.kernels import set_policy as set_kernel_policy
 from common.logging import JsonLogger
 from common.output_dir import no_space_message
 from dlrm import data as dlrm_data
@@ -40,13 +41,13 @@ from dlrm.parallel import ShardedDLRM, build_model_parallel, full_state_dict, lo
 
 # Flags that cannot change a run's result, so a resume may change them: where logs and checkpoints go,
 # progress bars, read-ahead, the evaluation batch (AUC is exact over the whole split whatever the batch),
-# the device, and --epochs/--max_steps, which legitimately extend a finished run. Every other flag must
+# the device and --kernels (same math up to float rounding), and --epochs/--max_steps, which legitimately extend a finished run. Every other flag must
 # match the checkpoint's (checkpoint.check_resumable), or a resumed run would report the old run's
 # metrics under the new flags.
 RESUME_MAY_CHANGE = ("dataset", "feature_spec", "prefetch_batches", "test_batch_size", "device", "epochs",
                      "max_steps", "save_checkpoint_path", "load_checkpoint_path", "resume", "log_path",
                      "progress", "mode", "output_dir", "tf32", "benchmark_warmup_steps",
-                     "inference_benchmark_batch_sizes", "inference_benchmark_steps")  # fmt: skip
+                     "inference_benchmark_batch_sizes", "inference_benchmark_steps", "kernels")  # fmt: skip
 
 METRICS = {  # the reference's names (dlrm.md §4.10) plus per-window training records
     "loss": {"format": ":.5f"},
@@ -222,6 +223,7 @@ def _fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = config.parse(DlrmConfig, argv, prog="python -m dlrm.train", description=__doc__.split("\n\n")[0])
+    set_kernel_policy(cfg.kernels)
     if cfg.mode != "train":  # the seed's --mode test / inference_benchmark
         return seed_modes.run(cfg)
     if cfg.dataset is None and not cfg.synthetic_dataset:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from common import amp as amp_lib
-from common import distributed
+from common import distributed, kernels
 from common.logging import JsonLogger
 from ncf import data as ncf_data
 from ncf.evaluate import load_model
@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log")
+    kernels.add_argument(p)
     args = p.parse_args(argv)  # fmt: skip
+    kernels.set_policy(args.kernels)
     train_mode = args.mode == "train"
     args.batch_sizes = args.batch_sizes or ([2**20] if train_mode else [4**i for i in range(11)])
     args.warmup = args.warmup if args.warmup is not None else (2 if train_mode else 10)

@@ -18,11 +18,12 @@ from ncf.data import NcfData
 from ncf.model import NeuMFSizes
 
 # Flags that cannot change a run's result, or legitimately extend it, so resuming may change them:
-# where things are read/written, progress bars, the evaluation chunk size, the device and torch.compile
-# (same math, float summation order only), and --epochs / --threshold (a finished run may train on).
+# where things are read/written, progress bars, the evaluation chunk size, the device, torch.compile and
+# --kernels (same math, float summation order only), and --epochs / --threshold (a finished run may train on).
 RESUME_IGNORE = frozenset(
     {"data", "feature_spec_file", "checkpoint_dir", "resume", "load_checkpoint_path", "log_path",
-     "progress", "valid_batch_size", "device", "compile", "epochs", "threshold", "mode", "tf32"}
+     "progress", "valid_batch_size", "device", "compile", "epochs", "threshold", "mode", "tf32",
+     "kernels"}
 )  # fmt: skip
 TABLE_FACTS = ("num_users", "num_items")
 _NAMES = {

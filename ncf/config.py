@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from common.kernels import HELP as KERNELS_HELP
+
 
 def _f(default, help: str, *aliases: str):  # noqa: A002 - reads like the flag table it mirrors
     if isinstance(default, list):
@@ -61,6 +63,7 @@ class NcfConfig:
         True, "CUDA: fp32 matmuls on TF32 tensor cores, as NVIDIA's fp32 numbers; --no-tf32 = IEEE fp32"
     )
     compile: bool = _f(False, "torch.compile the model (CUDA or CPU with a C++ compiler)")
+    kernels: Literal["auto", "reference"] = _f("auto", KERNELS_HELP)
     device: Literal["auto", "cpu", "cuda"] = _f(
         "auto", "auto = the local rank's GPU when CUDA is present, else CPU"
     )

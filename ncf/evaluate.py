@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import checkpoint, distributed, metrics
+from common import checkpoint, distributed, kernels, metrics
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
     parser.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log (default: None)")
+    kernels.add_argument(parser)
     args = parser.parse_args(argv)
+    kernels.set_policy(args.kernels)
     env = distributed.init(args.device)
     log = JsonLogger(args.log_path, enabled=env.is_main, metadata=METRICS)
     log.parameters({**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

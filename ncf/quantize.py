@@ -23,7 +23,7 @@ from typing import NoReturn
 import numpy as np
 import torch
 
-from common import checkpoint
+from common import checkpoint, kernels
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
@@ -194,6 +194,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num_batches", type=int, default=200, help="at most this many timed batches per size")
     p.add_argument("--bench_seconds", type=float, default=5.0, help="stop timing a size after this long")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    kernels.add_argument(p)
     args = p.parse_args(argv)
     if not 0.0 < args.calibration <= 1.0:
         p.error(f"--calibration must be in (0, 1], got {args.calibration}")
@@ -204,6 +205,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
+    kernels.set_policy(args.kernels)
     if args.threads:
         torch.set_num_threads(args.threads)
     env = DistEnv(0, 0, 1, torch.device("cpu"))  # a CPU tool
@@ -212,9 +214,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     except ValueError as e:
         _fail(str(e))
     log = JsonLogger(args.log_path, metadata=metrics_metadata(args.batch_sizes, args.topk))
+    int8_kernels = "onednn" if kernels.fast() and onednn_available(env.device) else "reference"
     log.parameters({**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "int8_kernels": "onednn" if onednn_available(env.device) else "reference"})  # fmt: skip
+                    "int8_kernels": int8_kernels})  # fmt: skip
     try:
         model, ckpt = load_float(args.checkpoint)
         data = ncf_data.load(args.data, args.feature_spec_file, env.device)

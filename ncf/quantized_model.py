@@ -16,9 +16,9 @@ Quantization scheme (Distiller's asym_u PTQ of ncf.md §6, with per-row tables):
 
 Kernels: where it is exact (x86 CPUs with VNNI; checked once per process), the fused int8 GEMM + bias +
 ReLU + requantize kernel `torch.ops.onednn.qlinear_pointwise` (what PT2E / torchao's X86InductorQuantizer
-graphs lower to under torch.compile), weights prepacked once. Elsewhere, and with `reference=True`, the
-same math in plain ops: `torch._int_mm` on CPU, an exact fp32 emulation of the int8 GEMM on other
-devices. The paths are tested to agree.
+graphs lower to under torch.compile), weights prepacked once. Elsewhere, with `reference=True` and under
+`--kernels reference` (common.kernels), the same math in plain ops: `torch._int_mm` on CPU, an exact fp32
+emulation of the int8 GEMM on other devices. The paths are tested to agree.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import functools
 import torch
 from torch import Tensor, nn
 
+from common.kernels import fast
 from ncf.model import NeuMF, NeuMFSizes
 
 QMAX = 255  # activations: uint8 [0, 255]
@@ -176,7 +177,7 @@ class QuantLinear(nn.Module):
 
     def forward(self, xq: Tensor, reference: bool = False) -> Tensor:
         s_in, z_in, s_out, z_out = self.qparams.tolist()
-        if not reference and onednn_available(xq.device):
+        if not reference and fast() and onednn_available(xq.device):
             key = (self.weight.data_ptr(), self.weight._version)
             if self._packed is None or self._packed[0] != key:  # prepack once per weight version
                 zeros = torch.zeros(len(self.weight), dtype=torch.int64)

@@ -24,6 +24,7 @@ from common import amp as amp_lib
 from common import checkpoint, config, distributed
 from common.checkpoint import CheckpointError
 from common.feature_spec import FeatureSpecError
+from common.kernels import set_policy as set_kernel_policy
 from common.logging import JsonLogger
 from common.output_dir import no_space_message
 from ncf import checkpoints as ncf_checkpoints
@@ -105,6 +106,7 @@ def train_one_epoch(
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = config.parse(NcfConfig, argv, prog="python -m ncf.train", description=__doc__.split("\n\n")[0])
+    set_kernel_policy(cfg.kernels)
     if cfg.data is None:
         sys.exit("error: --data is required (a directory written by python -m ncf.prepare_data)")
     if cfg.mode == "test":  # the seed's evaluation-only mode
@@ -199,7 +201,7 @@ def _evaluate_argv(cfg: NcfConfig) -> list[str]:
     """`--mode test` as the python -m ncf.evaluate command line it stands for."""
     argv = ["--data", str(cfg.data), "--checkpoint", str(cfg.load_checkpoint_path), "--topk", str(cfg.topk),
             "--feature_spec_file", cfg.feature_spec_file, "--valid_batch_size", str(cfg.valid_batch_size),
-            "--device", cfg.device]  # fmt: skip
+            "--device", cfg.device, "--kernels", cfg.kernels]  # fmt: skip
     return argv + (["--log_path", str(cfg.log_path)] if cfg.log_path else [])
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from common import amp as amp_lib
-from common import distributed
+from common import distributed, kernels
 from common.distributed import DistEnv
 from common.logging import JsonLogger
 
@@ -157,12 +157,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log (default: stdout only)")
+    kernels.add_argument(p)
     args = p.parse_args(argv)
+    kernels.set_policy(args.kernels)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.min_history = min(args.min_history, args.history_length)
     env = DistEnv(0, 0, 1, distributed.pick_device(0, args.device))
-    cfg = SimConfig(model_type=args.model_type, optimizer=args.optimizer, benchmark=True,
+    cfg = SimConfig(model_type=args.model_type, optimizer=args.optimizer, benchmark=True, kernels=args.kernels,
                     benchmark_warmup_steps=args.warmup, benchmark_steps=args.steps, log_every=10**9)  # fmt: skip
     sizes = SimSizes(args.model_type, tuple(args.user_cardinalities), tuple(args.item_cardinalities),
                      args.embedding_dim, args.long_seq_length, min(50, max(1, args.long_seq_length)),

@@ -20,11 +20,12 @@ from sim.models import SimSizes
 
 RECIPE = "sim"
 # Flags that cannot change the trained weights or metrics: where data/logs/checkpoints live, what is shown
-# or timed, the device and compilation (same math), and --epochs, which legitimately extends a run.
+# or timed, the device, compilation and --kernels (same math), and --epochs, which legitimately extends a run.
 RESUME_IGNORE = frozenset({
     "mode", "dataset_dir", "feature_spec", "results_dir", "log_filename", "save_checkpoint_path",
     "load_checkpoint_path", "overwrite_checkpoint", "epochs", "evaluate_train", "device", "compile",
     "benchmark", "benchmark_warmup_steps", "benchmark_steps", "log_every", "progress", "tf32",
+    "kernels",
 })  # fmt: skip
 CARDINALITIES = ("user_cardinalities", "item_cardinalities")
 

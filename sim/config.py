@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from common.config import Ignored
+from common.kernels import HELP as KERNELS_HELP
 
 
 def _f(default, help: str, *aliases: str, seed_values: dict | None = None):  # noqa: A002 - reads like the flag table
@@ -72,6 +73,7 @@ class SimConfig:
         True, "CUDA: fp32 matmuls on TF32 tensor cores, as NVIDIA's fp32 numbers; --no-tf32 = IEEE fp32"
     )
     compile: bool = _f(False, "torch.compile the model (the reference's --xla)", "--xla")
+    kernels: Literal["auto", "reference"] = _f("auto", KERNELS_HELP)
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto = the local rank's GPU when CUDA is present")
     save_checkpoint_path: Path | None = _f(None, "checkpoint file written (atomically) after every epoch")
     load_checkpoint_path: Path | None = _f(

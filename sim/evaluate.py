@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from common import amp as amp_lib
-from common import checkpoint, distributed, metrics
+from common import checkpoint, distributed, kernels, metrics
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16/fp16 autocast")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log")
+    kernels.add_argument(p)
     args = p.parse_args(argv)
+    kernels.set_policy(args.kernels)
     env = distributed.init(args.device)
     log = JsonLogger(args.log_path, enabled=env.is_main, metadata=METRICS)
     log.parameters({**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -1,5 +1,8 @@
 """Building blocks shared by DIN, DIEN and SIM: grouped embedding tables, the PReLU/sigmoid MLP head and
 masked dot-product target attention (sim.md §2.1-2.2). Notation: see sim/models/__init__.py.
+
+The lookup and the attention have hand-written backwards (`_Gather`, `_DotAttention`); under
+`--kernels reference` (common.kernels) they run as plain autograd ops instead, with the same results.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.kernels import fast
 from common.linear import Linear
 
 
@@ -48,8 +52,8 @@ class FeatureEmbedding(nn.Module):
             outs = [self.weight.new_zeros((*i.shape[:-1], 0)) for i in ids]
         else:
             rows = [i + self.offsets.to(i.dtype) for i in ids]
-            if self.sparse:
-                outs = [F.embedding(r, self.weight, sparse=True) for r in rows]
+            if self.sparse or not fast():  # the reference: one embedding backward per lookup, summed
+                outs = [F.embedding(r, self.weight, sparse=self.sparse) for r in rows]
             else:
                 outs = _Gather.apply(self.weight, *rows)
             outs = [o.flatten(-2) for o in outs]
@@ -146,7 +150,29 @@ def dot_attention(query: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Te
     raw scores [B, T] fp32 with -inf at masked positions; not differentiable, for top-k selection).
     Keys at masked positions get weight exactly 0, so they need not be zeroed, and their gradient is 0.
     """
-    return _DotAttention.apply(query, keys, mask)
+    if fast():
+        return _DotAttention.apply(query, keys, mask)
+    return dot_attention_reference(query, keys, mask)
+
+
+def dot_attention_reference(query: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """`dot_attention` with autograd's backward (`--kernels reference`; the parity tests' yardstick)."""
+    _, scores, _, pooled = _attend(query, keys, mask)
+    return pooled, _raw_scores(scores.detach(), mask)
+
+
+def _attend(query: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The forward in the keys' dtype, autocast off: (query, scores [B, T], weights [B, T], pooled [B, E])."""
+    with torch.autocast(keys.device.type, enabled=False):
+        query = query.to(keys.dtype)
+        scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, T]
+        weights = masked_softmax(scores, mask).to(keys.dtype)
+        pooled = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)  # [B, E]
+    return query, scores, weights, pooled
+
+
+def _raw_scores(scores: Tensor, mask: Tensor) -> Tensor:
+    return scores.float().masked_fill(~mask, float("-inf"))
 
 
 class _DotAttention(torch.autograd.Function):
@@ -160,13 +186,9 @@ class _DotAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        with torch.autocast(keys.device.type, enabled=False):
-            query = query.to(keys.dtype)
-            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, T]
-            weights = masked_softmax(scores, mask).to(keys.dtype)
-            pooled = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)  # [B, E]
+        query, scores, weights, pooled = _attend(query, keys, mask)
         ctx.save_for_backward(query, keys, weights)
-        raw = scores.float().masked_fill(~mask, float("-inf"))
+        raw = _raw_scores(scores, mask)
         ctx.mark_non_differentiable(raw)
         return pooled, raw
 
@@ -174,8 +196,9 @@ class _DotAttention(torch.autograd.Function):
     def backward(ctx, d_pooled: Tensor, _d_raw: Tensor | None) -> tuple[Tensor | None, ...]:
         query, keys, weights = ctx.saved_tensors
         d_pooled = d_pooled.to(keys.dtype)
-        d_weights = torch.bmm(keys, d_pooled.unsqueeze(-1)).squeeze(-1)  # [B, T]
-        d_scores = weights * (d_weights - (weights * d_weights).sum(-1, keepdim=True))  # softmax backward
-        d_keys = torch.bmm(torch.stack([weights, d_scores], -1), torch.stack([d_pooled, query], 1))
-        d_query = torch.bmm(d_scores.unsqueeze(1), keys).squeeze(1)
+        with torch.autocast(keys.device.type, enabled=False):  # a backward() inside autocast: stay fp32
+            d_weights = torch.bmm(keys, d_pooled.unsqueeze(-1)).squeeze(-1)  # [B, T]
+            d_scores = weights * (d_weights - (weights * d_weights).sum(-1, keepdim=True))  # softmax bwd
+            d_keys = torch.bmm(torch.stack([weights, d_scores], -1), torch.stack([d_pooled, query], 1))
+            d_query = torch.bmm(d_scores.unsqueeze(1), keys).squeeze(1)
         return d_query, d_keys, None

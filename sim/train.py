@@ -30,6 +30,7 @@ from tqdm import tqdm
 from common import amp as amp_lib
 from common import checkpoint, config, distributed
 from common.feature_spec import FeatureSpecError
+from common.kernels import set_policy as set_kernel_policy
 from common.logging import JsonLogger
 from common.output_dir import no_space_message
 from sim import checkpoint_rules
@@ -123,6 +124,7 @@ def train_one_epoch(train_model, data, order, steps, optimizers, amp, timer, log
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = config.parse(SimConfig, argv, prog="python -m sim.train", description=__doc__.split("\n\n")[0])
+    set_kernel_policy(cfg.kernels)
     if cfg.dataset_dir is None:
         fail("--dataset_dir is required (a directory written by python -m sim.prepare_data)")
     env = distributed.init(cfg.device)

@@ -5,9 +5,36 @@ from __future__ import annotations
 import pytest
 import torch
 
+from common import kernels
+
 torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _kernel_policy() -> None:
+    """Entry points set the process-wide kernel policy from --kernels; one test's choice must not leak."""
+    yield
+    kernels.set_policy("auto")
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """spy(owner, name) -> {"n": calls}: counts the calls of owner.name (which still runs), e.g. a fast
+    path's autograd.Function.apply, to check that `--kernels reference` keeps it out."""
+
+    def install(owner, name: str) -> dict:
+        calls, real = {"n": 0}, getattr(owner, name)
+
+        def counting(*args, **kwargs):
+            calls["n"] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counting)
+        return calls
+
+    return install

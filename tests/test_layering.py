@@ -23,7 +23,7 @@ FORBIDDEN_IN_MODELS = (
     "tqdm",
 )
 # Pure compute that model files may use: same function as torch, on any device (architecture.md rule 7).
-ALLOWED_IN_MODELS = ("common.linear",)
+ALLOWED_IN_MODELS = ("common.linear", "common.kernels")
 
 
 def imports(path: Path) -> set[str]:

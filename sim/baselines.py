@@ -24,6 +24,7 @@ import torch
 
 from common import metrics
 from common.feature_spec import FeatureSpecError
+from common.logging import JsonLogger
 from sim import data as sim_data
 
 
@@ -71,11 +72,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--dataset_dir", type=Path, required=True, help="prepared dataset (required)")
     parser.add_argument("--baseline", choices=("popularity", "no_history"), required=True)
     parser.add_argument("--feature_spec", default="feature_spec.yaml", help="(default: feature_spec.yaml)")
+    parser.add_argument(
+        "--log_path", type=Path, default=None, help="popularity: DLLogger JSON log (default: None)"
+    )
     args = parser.parse_args(own)
     try:
         if args.baseline == "popularity":
             result = popularity(args.dataset_dir, args.feature_spec)
-            print(" ".join(f"{k} : {v:.5f}" for k, v in result.items()))
+            log = JsonLogger(args.log_path, metadata={k: {"format": ":.5f"} for k in result})
+            log.parameters({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+            log.summary(result)
+            log.close()
             return result
         from sim import train  # noqa: PLC0415 - only this baseline trains
 

@@ -28,8 +28,8 @@ class Interactions:
     """Kept reviews on dense ids, grouped by user (uid 1..U ascending), each user's oldest review first.
 
     items: int32 [N] item ids; counts: int64 [U] reviews of uid u + 1; item_category: int32 [I + 1]
-    category id of each item id (index 0 = padding = 0); sampling_table: int32 [N] the kept reviews'
-    item ids sorted (the reference's sampling table: a uniform row is a popularity-weighted item).
+    category id of each item id (index 0 = padding = 0). sampling_table(min_history) gives the negatives'
+    table (sim.history_rows).
     """
 
     items: np.ndarray
@@ -53,9 +53,15 @@ class Interactions:
         """int64 [U + 1]: user u's reviews are items[starts[u - 1]:starts[u]]."""
         return np.concatenate([[0], np.cumsum(self.counts)])
 
-    @property
-    def sampling_table(self) -> np.ndarray:
-        counts = np.bincount(self.items, minlength=self.num_items + 1)
+    def sampling_table(self, min_history: int) -> np.ndarray:
+        """int32 [T]: item id of every training target (review t with min_history <= t < n - 1), sorted.
+
+        A uniform row is an item drawn in proportion to its popularity as a training target. The
+        reference's table holds every kept review; see sim.history_rows for why that leaks the label.
+        """
+        within = np.arange(len(self.items)) - np.repeat(self.starts[:-1], self.counts)
+        target = (within >= min_history) & (within < np.repeat(self.counts, self.counts) - 1)
+        counts = np.bincount(self.items[target], minlength=self.num_items + 1)
         return np.repeat(np.arange(len(counts), dtype=np.int32), counts)
 
 

@@ -11,8 +11,9 @@ Reviews are strict JSON lines (reviewerID, asin, unixReviewTime), metadata Pytho
 categories[0][-1]); `.json` or `.json.gz`. Steps (sim.md 1.2): keep users with >= --shortest_sequence_for_user
 reviews, number users/items/categories from 1 in sorted order, order each user's reviews by (time, asin),
 last review = test row, earlier ones = training rows with up to --max_sequence_length left-padded history
-items, popularity-sampled negatives. Output (sim/parquet_output.py): feature_spec.yaml, metadata.json,
-train/part_{k}.parquet, test/part_{k}.parquet, published atomically.
+items, negatives drawn from the training targets (--negative_sampling; why: sim/history_rows.py). Output
+(sim/parquet_output.py): feature_spec.yaml, metadata.json, train/part_{k}.parquet, test/part_{k}.parquet,
+published atomically.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sim import parquet_output as out
 from sim.amazon_meta import read_metadata
 from sim.amazon_reviews import read_reviews
 from sim.categorify import Interactions, build_interactions
-from sim.history_rows import SPLITS, iter_chunks
+from sim.history_rows import NEGATIVES, SPLITS, iter_chunks
 from sim.raw_input import PrepareDataError, resolve_input
 
 
@@ -117,6 +118,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rows per part file (rounded up to whole row groups)",
     )
     add("--seed", type=int, default=12345, help="seed of the negative sampler")
+    add(
+        "--negative_sampling",
+        choices=NEGATIVES,
+        default="popularity",
+        help="negatives: popularity = as often as the item is a training target (reference's distribution), "
+        "uniform = each training-target item equally (the DIN code)",
+    )
     add(
         "--metadata_loader_n_proc",
         type=int,
@@ -227,6 +235,7 @@ def _write_dataset(
                     max_len=L,
                     min_history=args.shortest_sequence_for_training,
                     seed=args.seed,
+                    negatives=args.negative_sampling,
                 )
                 for chunk in chunks:
                     writer.write(out.to_table(chunk, L))
@@ -251,7 +260,8 @@ def _write_dataset(
             "row_group_size": groups,
             "cardinalities": counts,
             "source_files": sources,
-            "negative_sampling": "popularity (uniform over kept review rows), no rejection, item's own category",
+            "negative_sampling": f"{args.negative_sampling} over the training targets, no rejection, "
+            "item's own category",
             "row_order": "by user id; per user its positives (oldest target first), then their negatives",
         }
         spec = out.feature_spec_dict(files, counts, L, metadata)

@@ -281,7 +281,10 @@ def test_negatives_popularity_weighted_and_seeded(tmp_path: Path) -> None:
         assert same == (name not in ("item_feat_0_trgt", "item_feat_0_neg")), name
     assert a["categories"] == 1  # no metadata: one category, no_category
     assert set(np.unique(train_a["item_feat_1_pos"])) == {0, 1}
-    counts = np.bincount([int(line.split('"asin": "I')[1][0]) for line in lines], minlength=10)
+    targets = [
+        int(line.split('"asin": "I')[1][0]) for u in range(150) for line in lines[20 * u + 1 : 20 * u + 19]
+    ]
+    counts = np.bincount(targets, minlength=10)  # the training targets: reviews 2 .. n-1 of each user
     expected = counts / counts.sum()  # item ids follow sorted asins I0..I9 -> ids 1..10
     for split in ("train", "test"):
         arrays = load(tmp_path / "a", split)

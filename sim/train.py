@@ -32,66 +32,19 @@ from common import checkpoint, config, distributed
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from common.output_dir import no_space_message
+from common.seeding import derived_seed
+from common.throughput import StepTimer, peak_memory_gib
 from sim import checkpoint_rules
 from sim import data as sim_data
-from sim.benchmark import StepTimer, peak_memory_gib, run_inference
 from sim.config import SimConfig
 from sim.evaluate import check_compatible, evaluate
-from sim.losses import Losses, training_losses
 from sim.models import SimSizes, build_model
-
-METRICS = {  # the reference's unit metadata (sim.md §3.2), plus formats
-    "test_auc": {"format": ":.5f"}, "train_auc": {"format": ":.5f"},
-    "test_loss": {"format": ":.5f"}, "train_loss": {"format": ":.5f"},
-    "classification_loss": {"format": ":.5f"}, "dien_aux_loss": {"format": ":.5f"},
-    "total_loss": {"format": ":.5f"}, "samples/s": {"unit": "samples/s", "format": ":.1f"},
-    "throughput": {"unit": "samples/s", "format": ":.1f"}, "time": {"unit": "s", "format": ":.3f"},
-    "time_to_train": {"unit": "s", "format": ":.3f"}, "latency_mean": {"unit": "ms", "format": ":.3f"},
-    "latency_p90": {"unit": "ms", "format": ":.3f"}, "latency_p95": {"unit": "ms", "format": ":.3f"},
-    "latency_p99": {"unit": "ms", "format": ":.3f"}, "peak_memory_gib": {"unit": "GiB", "format": ":.3f"},
-    "cpu_time_per_step": {"unit": "ms", "format": ":.1f"},
-}  # fmt: skip
+from sim.steps import METRICS, build_optimizers, run_inference, train_step
 
 
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """Independent, reproducible seeds per (epoch, stream): a resumed epoch replays exactly."""
-    return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
-
-
-def build_optimizers(model: torch.nn.Module, cfg: SimConfig) -> list[torch.optim.Optimizer]:
-    """The reference's optimizers (tfa AdamW / LazyAdam / SGDW, eps 1e-7 as TF).
-
-    tfa's decoupled decay subtracts wd * w per step, torch's AdamW lr * wd * w: passing wd / lr makes them
-    equal at the (constant) learning rate. Plain SGD's L2 term does the same for SGDW without momentum.
-    """
-    decay = cfg.weight_decay / cfg.lr
-    if cfg.optimizer == "adam":
-        return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-7, weight_decay=decay, fused=True)]
-    if cfg.optimizer == "sgd":
-        return [torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=decay)]
-    tables = [model.user_embedding.weight, model.item_embedding.weight]
-    dense = [p for p in model.parameters() if all(p is not t for t in tables)]
-    return [
-        torch.optim.SparseAdam(tables, lr=cfg.lr, eps=1e-7),
-        torch.optim.Adam(dense, lr=cfg.lr, eps=1e-7, fused=True),
-    ]
-
-
-def train_step(train_model, batch, optimizers, amp: amp_lib.Amp) -> Losses:
-    """One optimizer step on one local batch; returns the detached loss parts (no host sync)."""
-    with amp.autocast():
-        out = train_model(batch)
-    losses = training_losses(out, batch.label)
-    amp.backward(losses.total)
-    amp.step(*optimizers)
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
-    return Losses(losses.classification.detach(), losses.aux.detach(), losses.total.detach())
 
 
 def check_finite(bad: torch.Tensor, env, epoch: int, step: int) -> None:
@@ -169,11 +122,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if smallest == 0 or not steps:
         fail(f"the train split's {train.total_rows} rows give no full step of {local_batch} rows per rank; "
              "lower --global_batch_size or drop --drop_remainder")  # fmt: skip
-    timer = StepTimer(env, cfg.benchmark_warmup_steps, cfg.benchmark_steps if cfg.benchmark else None)
+    timer = StepTimer(env.device, cfg.benchmark_warmup_steps, cfg.benchmark_steps if cfg.benchmark else None)
     with _fails_cleanly(cfg, log):
         for epoch in range(state["epoch"], cfg.epochs if not cfg.benchmark else 10**9):
-            gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 1000 + env.rank))
-            torch.manual_seed(epoch_seed(seed, epoch, env.rank))  # dropout masks differ per rank
+            gen = torch.Generator().manual_seed(derived_seed(seed, epoch, 1000 + env.rank))
+            torch.manual_seed(derived_seed(seed, epoch, env.rank))  # dropout masks differ per rank
             order = torch.randperm(len(train), generator=gen).to(env.device)
             timer.new_epoch()
             train_one_epoch(train_model, train, order, steps, optimizers, amp, timer, log, epoch, cfg, env)

@@ -77,13 +77,16 @@ def evaluate(
 def load_model(path: Path, device: torch.device) -> tuple[DLRM, dict]:
     """The checkpoint's DLRM; another recipe's checkpoint, or one from before checkpoints named their
     recipe whose hyperparameters are not DLRM's, is one ValueError naming the file."""
-    ckpt = checkpoint.load(path, recipe="dlrm")
-    try:
-        model = DLRM(DlrmSizes.from_dict(ckpt["hyperparams"]), sparse=False)
-        checkpoint.restore(ckpt, model, restore_rng=False)
-    except (TypeError, KeyError, RuntimeError) as e:
-        raise ValueError(f"{path} does not hold a DLRM checkpoint written by dlrm.train: {e}") from None
+    model, ckpt = checkpoint.load_model(
+        path, build_model, recipe="dlrm", what="a DLRM checkpoint written by dlrm.train"
+    )
     return model.to(device), ckpt
+
+
+def build_model(hyperparams: dict) -> DLRM:
+    """The checkpoint's DLRM with DENSE embeddings: sparse=True only changes the gradient layout, not the
+    forward (same weights either way)."""
+    return DLRM(DlrmSizes.from_dict(hyperparams), sparse=False)
 
 
 def build_source(

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common import amp as amp_lib
-from common import checkpoint, config, distributed
+from common import checkpoint, config, distributed, throughput
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"resuming from {resume_path} at step {state['global_step']}", file=sys.stderr)
     eval_model = model if cfg.embedding_sharding == "replicated" else step_fn.wrapped
     try:
-        run(_Run(cfg, env, source, step_fn, eval_model, sizes, amp, log, _Clock(env.device)), state)
+        run(_Run(cfg, env, source, step_fn, eval_model, sizes, amp, log, throughput.Clock(env.device)), state)
     except FloatingPointError as e:  # diverged (lr 24-28 does for some seeds): say so, no traceback
         print(
             f"error: {e}; lower --lr or raise --warmup_steps (the last checkpoint is kept)", file=sys.stderr
@@ -333,7 +333,7 @@ class _Run:
     sizes: DlrmSizes
     amp: amp_lib.Amp
     log: JsonLogger
-    clock: _Clock
+    clock: throughput.Clock
 
     @property
     def steps_per_epoch(self) -> int:
@@ -389,21 +389,6 @@ def run(r: _Run, state: dict) -> None:
             _log_window(r, state, window)
         state["loss_sum"] = float(window)
         _evaluate_and_save(r, state)
-
-
-class _Clock:
-    """Training time between evaluations (device-synchronised at the read-outs only)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.t = time.perf_counter()
-
-    def lap(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        elapsed, self.t = now - self.t, now
-        return elapsed
 
 
 def _log_window(r: _Run, state: dict, window: torch.Tensor) -> None:

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from common import checkpoint, distributed, metrics
+from common import distributed, metrics, throughput
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from ncf import checkpoints as ncf_checkpoints
 from ncf import data as ncf_data
-from ncf.model import NeuMF, NeuMFSizes
-from ncf.quantized_model import QuantizedNeuMF
 
 
 def ranking_metrics(
@@ -73,20 +70,6 @@ def popularity_scores(data: ncf_data.NcfData, env: DistEnv) -> torch.Tensor:
     return counts[data.test_items[start:stop].long()]
 
 
-def load_model(path: Path, device: torch.device) -> tuple[NeuMF | QuantizedNeuMF, dict]:
-    """A float NeuMF (ncf.train), or an INT8 QuantizedNeuMF (ncf.quantize: hyperparams carry "quantization")."""
-    ckpt = checkpoint.load(path, recipe="ncf")
-    hyper = dict(ckpt["hyperparams"])
-    quantization = hyper.pop("quantization", None)
-    try:
-        sizes = NeuMFSizes.from_dict(hyper)
-    except (TypeError, KeyError) as e:
-        raise ValueError(f"{path} does not hold a NeuMF model (hyperparams {sorted(hyper)}: {e})") from None
-    model = NeuMF(sizes) if quantization is None else QuantizedNeuMF(sizes, **quantization)
-    checkpoint.restore(ckpt, model, restore_rng=False)
-    return model.to(device), ckpt
-
-
 METRICS = {"hr@10": {"format": ":.5f"}, "ndcg@10": {"format": ":.5f"}, "validation_loss": {"format": ":.5f"},
            "eval_throughput": {"unit": "samples/s", "format": ":.3e"}}  # fmt: skip
 
@@ -115,20 +98,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data = ncf_data.load(args.data, args.feature_spec_file, env.device)
         model = None
         if args.checkpoint:
-            model, ckpt = load_model(args.checkpoint, env.device)
+            model, ckpt = ncf_checkpoints.load_model(args.checkpoint, env.device)
             ncf_checkpoints.check_dataset(args.checkpoint, ckpt, data, args.data)
     except (FeatureSpecError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    t0 = time.perf_counter()
+    clock = throughput.Clock(env.device)
     if model is not None:
         result = evaluate(model, data, env, args.topk, args.valid_batch_size)
     else:
         hr, ndcg = ranking_metrics(popularity_scores(data, env), data, env, args.topk)
         result = {f"hr@{args.topk}": hr, f"ndcg@{args.topk}": ndcg}
-    if env.device.type == "cuda":
-        torch.cuda.synchronize()
-    result["eval_throughput"] = data.test_items.numel() / (time.perf_counter() - t0)
+    result["eval_throughput"] = data.test_items.numel() / clock.lap()
     log.summary(result)
     log.close()
     distributed.shutdown(env)

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common import amp as amp_lib
-from common import checkpoint, config, distributed
+from common import checkpoint, config, distributed, throughput
 from common.checkpoint import CheckpointError
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from common.output_dir import no_space_message
+from common.seeding import derived_seed
 from ncf import checkpoints as ncf_checkpoints
 from ncf import data as ncf_data
 from ncf.config import NcfConfig
@@ -49,17 +50,6 @@ METRICS = {  # the reference's names (ncf.md §3.7), plus ndcg@K which it comput
     "validation_loss": {"format": ":.5f"},
     "train_loss": {"format": ":.5f"},
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """Independent, reproducible seeds per (epoch, stream): a resumed epoch replays exactly, whatever RNG
-    use came before it, so resuming needs no per-rank RNG state."""
-    return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
 
 
 def build_optimizers(model: NeuMF, cfg: NcfConfig, device: torch.device) -> list[torch.optim.Optimizer]:
@@ -132,9 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     state = {"epoch": 0, "history": [], "best": {}, "elapsed": 0.0}
     if resume_from is not None:
-        progress = checkpoint.restore(
-            resume_from, model, _MultiOptimizer(optimizers), amp.scaler, restore_rng=False
-        )
+        progress = checkpoint.restore(resume_from, model, optimizers, amp.scaler, restore_rng=False)
         state = {key: progress[key] for key in state}
         if env.is_main:
             print(f"resuming from {last_path} after epoch {state['epoch']}", file=sys.stderr)
@@ -144,14 +132,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         sys.exit(
             f"error: {steps} steps per epoch < --grads_accumulated {cfg.grads_accumulated}; lower --batch_size"
         )
-    k = cfg.topk
+    k, clock = cfg.topk, throughput.Clock(env.device)
     for epoch in range(state["epoch"], cfg.epochs):
         if state["best"].get(f"hr@{k}", -1.0) >= cfg.threshold:
             break
-        gen = torch.Generator(device=env.device).manual_seed(epoch_seed(seed, epoch, 0))
-        torch.manual_seed(epoch_seed(seed, epoch, 1 + env.rank))  # dropout masks differ per rank
-        _sync(env.device)
-        t0 = time.perf_counter()
+        gen = torch.Generator(device=env.device).manual_seed(derived_seed(seed, epoch, 0))
+        torch.manual_seed(derived_seed(seed, epoch, 1 + env.rank))  # dropout masks differ per rank
+        clock.start()
         batches = ncf_data.epoch_batches(
             data, cfg.negative_samples, cfg.batch_size, env.rank, env.world_size, gen
         )
@@ -165,18 +152,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             )
             sys.exit(f"error: training loss is {loss} in epoch {epoch}: the run diverged; lower --learning_rate "
                      f"(now {cfg.learning_rate}). Nothing was saved for this epoch{kept if last_path else ''}")  # fmt: skip
-        _sync(env.device)
-        t1 = time.perf_counter()
+        train_time = clock.lap()
         result = evaluate(model, data, env, k, cfg.valid_batch_size)
-        _sync(env.device)
-        t2 = time.perf_counter()
+        eval_time = clock.lap()
         record = {
-            "train_throughput": data.train_users.numel() * (1 + cfg.negative_samples) / (t1 - t0),
+            "train_throughput": data.train_users.numel() * (1 + cfg.negative_samples) / train_time,
             f"hr@{k}": result[f"hr@{k}"],
             f"ndcg@{k}": result[f"ndcg@{k}"],
-            "train_epoch_time": t1 - t0,
-            "validation_epoch_time": t2 - t1,
-            "eval_throughput": data.test_items.numel() / (t2 - t1),
+            "train_epoch_time": train_time,
+            "validation_epoch_time": eval_time,
+            "eval_throughput": data.test_items.numel() / eval_time,
             "validation_loss": result["validation_loss"],
             "train_loss": loss,
         }
@@ -210,7 +195,7 @@ def _save(cfg, env, name, model, sizes, seed, state, data, optimizers=None, amp=
         return
     extra = {}
     if optimizers is not None:
-        extra = {"optimizer": _MultiOptimizer(optimizers), "scaler": amp.scaler}
+        extra = {"optimizer": optimizers, "scaler": amp.scaler}
     progress = {
         "epoch": state["epoch"],
         "history": state["history"],
@@ -278,20 +263,6 @@ def _pick_seed(requested: int | None, resume_from: dict | None, env) -> int:
     saved = resume_from["config"].get("seed") if resume_from is not None else None
     seed = requested if requested is not None else saved if saved is not None else secrets.randbelow(2**31)
     return int(distributed.broadcast_(torch.tensor(seed, device=env.device), env))
-
-
-class _MultiOptimizer:
-    """Lets checkpoint.save/restore treat a list of optimizers (sparse + dense) as one state dict."""
-
-    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        self.optimizers = optimizers
-
-    def state_dict(self) -> dict:
-        return {str(i): opt.state_dict() for i, opt in enumerate(self.optimizers)}
-
-    def load_state_dict(self, state: dict) -> None:
-        for i, opt in enumerate(self.optimizers):
-            opt.load_state_dict(state[str(i)])
 
 
 def _summary(state: dict, k: int, total_time: float) -> dict[str, float]:

@@ -24,7 +24,7 @@ from common.logging import JsonLogger
 from sim import checkpoint_rules
 from sim import data as sim_data
 from sim.losses import classification_per_sample
-from sim.models import SimSizes, build_model
+from sim.models import SimSizes
 
 
 @torch.no_grad()
@@ -68,10 +68,8 @@ def evaluate(
 
 def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
     """(model on CPU with the checkpoint's weights, checkpoint dict); another recipe's file is refused."""
-    ckpt = checkpoint_rules.load(path)
-    model = build_model(checkpoint_rules.sizes_of(ckpt, path))
-    checkpoint.restore(ckpt, model, restore_rng=False)
-    return model, ckpt
+    build = checkpoint_rules.model_builder(path)
+    return checkpoint.load_model(path, build, recipe=checkpoint_rules.RECIPE, what="a SIM model")
 
 
 def check_compatible(sizes: SimSizes, schema: sim_data.SimSchema, source: object) -> None:

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     optimizers = build_optimizers(model, cfg)
     state = {"epoch": 0, "history": []}
     if resume is not None:
-        progress = checkpoint.restore(resume, model, _Optimizers(optimizers), amp.scaler, restore_rng=False)
+        progress = checkpoint.restore(resume, model, optimizers, amp.scaler, restore_rng=False)
         state = {"epoch": progress["epoch"], "history": progress["history"]}
     train = splits["train"]
     smallest = train.total_rows // env.world_size
@@ -167,8 +167,8 @@ def _fails_cleanly(cfg: SimConfig, log: JsonLogger) -> Iterator[None]:
 def _model(cfg: SimConfig, schema, resume: dict | None, seed: int) -> tuple[torch.nn.Module, SimSizes]:
     """Inference with a checkpoint: its model. Otherwise the flags' model (a resumed one must match them)."""
     if cfg.mode == "inference" and resume is not None:
-        model = build_model(checkpoint_rules.sizes_of(resume, cfg.load_checkpoint_path))
-        checkpoint.restore(resume, model, restore_rng=False)
+        path = cfg.load_checkpoint_path
+        model = checkpoint.model_from(resume, checkpoint_rules.model_builder(path), path, "a SIM model")
         check_compatible(model.sizes, schema, cfg.load_checkpoint_path)
         return model, model.sizes
     sizes = SimSizes(
@@ -208,7 +208,7 @@ def _save(cfg, env, model, sizes, seed, state, optimizers, amp, facts: dict) -> 
     if cfg.save_checkpoint_path is None or not env.is_main:
         return
     checkpoint.save(cfg.save_checkpoint_path, model=model, hyperparams=sizes.as_dict(),
-                    config={**config.to_dict(cfg), "seed": seed}, optimizer=_Optimizers(optimizers),
+                    config={**config.to_dict(cfg), "seed": seed}, optimizer=optimizers,
                     scaler=amp.scaler, progress=state, recipe=checkpoint_rules.RECIPE, dataset=facts)  # fmt: skip
 
 
@@ -218,20 +218,6 @@ def _pick_seed(requested: int | None, resume: dict | None, env) -> int:
     saved = resume["config"].get("seed") if resume is not None else None
     seed = requested if requested is not None else saved if saved is not None else secrets.randbelow(2**31)
     return int(distributed.broadcast_(torch.tensor(seed, device=env.device), env))
-
-
-class _Optimizers:
-    """Lets checkpoint.save/restore treat a list of optimizers (lazy_adam: sparse + dense) as one."""
-
-    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        self.optimizers = optimizers
-
-    def state_dict(self) -> dict:
-        return {str(i): opt.state_dict() for i, opt in enumerate(self.optimizers)}
-
-    def load_state_dict(self, state: dict) -> None:
-        for i, opt in enumerate(self.optimizers):
-            opt.load_state_dict(state[str(i)])
 
 
 def _summary(history: list[dict]) -> dict[str, float]:

@@ -31,9 +31,9 @@ from common import amp as amp_lib
 from common import distributed, throughput
 from common.logging import JsonLogger
 from dlrm import data as dlrm_data
-from dlrm.evaluate import load_model
 from dlrm.lr_schedule import LrSchedule
 from dlrm.model import CRITEO_FL15_TABLE_SIZES, DLRM, DlrmSizes
+from dlrm.scoring import load_model
 from dlrm.train import ReplicatedStep
 
 CPU_TABLES = (100_000,) * 26  # the CPU comparison (and DLE's prepare_synthetic_dataset default)

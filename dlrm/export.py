@@ -28,6 +28,7 @@ import torch
 
 from common import checkpoint, output_dir
 from common.logging import log_run
+from dlrm import scoring
 from dlrm.model import DLRM, DlrmSizes
 
 FORMATS = ("torchscript", "onnx")
@@ -40,9 +41,8 @@ OUTPUT_NAMES = ("logits",)
 def load_for_export(path: Path) -> tuple[DLRM, dict]:
     """The checkpoint's model in eval mode on CPU with DENSE embeddings: sparse=True only changes the
     gradient layout, not the forward, and the exporters trace the forward (same weights either way)."""
-    build = lambda hyperparams: DLRM(DlrmSizes.from_dict(hyperparams), sparse=False)  # noqa: E731
     # another recipe's checkpoint, foreign hyperparams or state dict: one line naming the file
-    model, ckpt = checkpoint.load_model(path, build, recipe="dlrm", what="a DLRM checkpoint")
+    model, ckpt = checkpoint.load_model(path, scoring.build_model, recipe="dlrm", what="a DLRM checkpoint")
     return model.eval(), ckpt
 
 

@@ -33,9 +33,9 @@ from dlrm import data as dlrm_data
 from dlrm import seed_modes
 from dlrm.config import DlrmConfig
 from dlrm.embeddings import sgd_rows_
-from dlrm.evaluate import check_compatible, dataset_facts, evaluate
 from dlrm.lr_schedule import LrSchedule
 from dlrm.model import DLRM, DlrmSizes
+from dlrm.scoring import check_compatible, dataset_facts, evaluate
 
 # Flags that cannot change a run's result, so a resume may change them: where logs and checkpoints go,
 # progress bars, read-ahead, the evaluation batch (AUC is exact over the whole split whatever the batch),

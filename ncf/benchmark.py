@@ -5,7 +5,7 @@
   python -m ncf.benchmark --mode inference --checkpoint runs/ncf/best.pt --batch_sizes 1 64 4096 1048576
   python -m ncf.benchmark --mode train --data /data/cache/ml-20m   # table sizes and rows from a dataset
 
-Train mode times the recipe's own step (ncf.train.train_one_epoch on ncf.data.epoch_batches) after
+Train mode times the recipe's own step (ncf.steps.train_one_epoch on ncf.data.epoch_batches) after
 warm-up and, with --compare_baseline (default on), a straightforward PyTorch NeuMF loop on the same batches:
 four nn.Embedding tables, nn.Dropout, fp32, torch.optim.Adam defaults, zero_grad. Inference mode follows
 the reference's inference.py: random ids, eval mode + sigmoid, 10 warm-up batches discarded.
@@ -26,7 +26,7 @@ from common.logging import JsonLogger
 from ncf import data as ncf_data
 from ncf.checkpoints import load_model
 from ncf.model import NeuMF, NeuMFSizes
-from ncf.train import train_one_epoch
+from ncf.steps import train_one_epoch
 
 ML20M = {"users": 138_493, "items": 26_744, "train_rows": 19_861_770}
 

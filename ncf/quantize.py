@@ -31,9 +31,9 @@ from common.logging import JsonLogger
 from common.output_dir import no_space_message
 from ncf import checkpoints as ncf_checkpoints
 from ncf import data as ncf_data
-from ncf.evaluate import evaluate
 from ncf.model import NeuMF, NeuMFSizes
 from ncf.quantized_model import QuantizedNeuMF, SplitFinal, activation_qparams, onednn_available, split_final
+from ncf.ranking import evaluate
 
 MODELS = ("float", "float_split", "int8", "int8_split")
 

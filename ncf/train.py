@@ -10,15 +10,12 @@ same flags it resumes from last.pt and ends with the same metrics as an uninterr
 
 from __future__ import annotations
 
-import contextlib
 import math
 import secrets
 import sys
 import time
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from common import amp as amp_lib
 from common import checkpoint, config, distributed, throughput
@@ -29,10 +26,11 @@ from common.output_dir import no_space_message
 from common.seeding import derived_seed
 from ncf import checkpoints as ncf_checkpoints
 from ncf import data as ncf_data
+from ncf import seed_modes
 from ncf.config import NcfConfig
-from ncf.evaluate import evaluate
-from ncf.evaluate import main as evaluate_main
 from ncf.model import NeuMF, NeuMFSizes
+from ncf.ranking import evaluate
+from ncf.steps import build_optimizers, train_one_epoch
 
 METRICS = {  # the reference's names (ncf.md §3.7), plus ndcg@K which it computed but never logged
     "train_throughput": {"unit": "samples/s", "format": ":.3e"},
@@ -52,53 +50,12 @@ METRICS = {  # the reference's names (ncf.md §3.7), plus ndcg@K which it comput
 }
 
 
-def build_optimizers(model: NeuMF, cfg: NcfConfig, device: torch.device) -> list[torch.optim.Optimizer]:
-    """Dense Adam (fused: the reference's apex FusedAdam on CUDA; torch's fused CPU kernel is faster than
-    foreach too), or lazy row-wise Adam on the tables (SparseAdam) + Adam on the MLP."""
-    kw = {"lr": cfg.learning_rate, "betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps}
-    if cfg.optimizer == "adam":
-        return [torch.optim.Adam(model.parameters(), fused=True, **kw)]
-    tables = [model.user_embedding.weight, model.item_embedding.weight]
-    dense = [p for p in model.parameters() if all(p is not t for t in tables)]
-    return [torch.optim.SparseAdam(tables, **kw), torch.optim.Adam(dense, fused=True, **kw)]
-
-
-def train_one_epoch(
-    train_model, batches, optimizers, amp, accumulate: int, steps: int, show: bool
-) -> torch.Tensor:
-    """Mean training loss of the epoch (a device tensor: no host sync per step).
-
-    Each micro-batch loss is a mean and gradients of `accumulate` micro-batches are summed (reference
-    semantics); leftover micro-batches that cannot fill an optimizer step are skipped.
-    """
-    total = torch.zeros((), dtype=torch.float64, device=next(train_model.parameters()).device)
-    used = (steps // accumulate) * accumulate
-    for step, batch in enumerate(tqdm(batches, total=steps, disable=not show, leave=False, desc="train")):
-        if step >= used:
-            break
-        last = (step + 1) % accumulate == 0
-        sync = (
-            contextlib.nullcontext() if last or not hasattr(train_model, "no_sync") else train_model.no_sync()
-        )
-        with sync:
-            with amp.autocast():
-                logits = train_model(batch.users, batch.items)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
-            amp.backward(loss)
-        total += loss.detach()
-        if last:
-            amp.step(*optimizers)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-    return total / max(used, 1)
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = config.parse(NcfConfig, argv, prog="python -m ncf.train", description=__doc__.split("\n\n")[0])
     if cfg.data is None:
         sys.exit("error: --data is required (a directory written by python -m ncf.prepare_data)")
     if cfg.mode == "test":  # the seed's evaluation-only mode
-        return evaluate_main(_evaluate_argv(cfg))
+        return seed_modes.run_test(cfg)
     env = distributed.init(cfg.device)
     if cfg.batch_size % env.world_size:
         sys.exit(
@@ -178,14 +135,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     log.close()
     distributed.shutdown(env)
     return summary
-
-
-def _evaluate_argv(cfg: NcfConfig) -> list[str]:
-    """`--mode test` as the python -m ncf.evaluate command line it stands for."""
-    argv = ["--data", str(cfg.data), "--checkpoint", str(cfg.load_checkpoint_path), "--topk", str(cfg.topk),
-            "--feature_spec_file", cfg.feature_spec_file, "--valid_batch_size", str(cfg.valid_batch_size),
-            "--device", cfg.device]  # fmt: skip
-    return argv + (["--log_path", str(cfg.log_path)] if cfg.log_path else [])
 
 
 def _save(cfg, env, name, model, sizes, seed, state, data, optimizers=None, amp=None) -> None:

@@ -37,8 +37,8 @@ from common.throughput import StepTimer, peak_memory_gib
 from sim import checkpoint_rules
 from sim import data as sim_data
 from sim.config import SimConfig
-from sim.evaluate import check_compatible, evaluate
 from sim.models import SimSizes, build_model
+from sim.scoring import check_compatible, evaluate
 from sim.steps import METRICS, build_optimizers, run_inference, train_step
 
 

@@ -57,6 +57,9 @@ class DlrmConfig:
     batch_size: int = _f(32768, "GLOBAL training batch (split over ranks); the partial last batch is dropped")
     test_batch_size: int = _f(32768, "GLOBAL evaluation batch")
     lr: float = _f(28.0, "SGD learning rate (MLPs and embeddings)")
+    embedding_lr_scale: float = _f(
+        1.0, "embedding rows train at lr x this (1: the reference); small data: 64 (README, Accuracy)"
+    )
     warmup_steps: int = _f(6400, "linear warmup steps")
     warmup_factor: int = _f(0, "warmup starts at 1 - 1/2**warmup_factor of the way up (0: from ~0)")
     decay_start_step: int | None = _f(64000, "polynomial decay starts after this step; none = no decay")

@@ -86,10 +86,18 @@ class ReplicatedStep:
     W times the gradient of the global-batch mean (the MLPs get that mean from DDP).
     """
 
-    def __init__(self, model: DLRM, env: DistEnv, amp: amp_lib.Amp, schedule: LrSchedule) -> None:
+    def __init__(
+        self,
+        model: DLRM,
+        env: DistEnv,
+        amp: amp_lib.Amp,
+        schedule: LrSchedule,
+        embedding_lr_scale: float = 1.0,
+    ) -> None:
         for table in model.embeddings.parameters():
             table.requires_grad_(False)
         self.model, self.env, self.amp, self.schedule = model, env, amp, schedule
+        self.embedding_lr_scale = embedding_lr_scale
         self.head = distributed.wrap_ddp(_Head(model), env)
         dense = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(dense, lr=schedule.base_lr)
@@ -117,11 +125,11 @@ class ReplicatedStep:
             finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
             if finite:
                 self.optimizer.step()
-                sgd_rows_(self.model.embeddings, idx, grad, lr)
+                sgd_rows_(self.model.embeddings, idx, grad, lr * self.embedding_lr_scale)
             scaler.update(scale if finite else scale / 2)
         else:
             self.optimizer.step()
-            sgd_rows_(self.model.embeddings, idx, grad, lr)
+            sgd_rows_(self.model.embeddings, idx, grad, lr * self.embedding_lr_scale)
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
@@ -137,14 +145,25 @@ class ShardedStep:
     torch.optim.SGD applies them to whatever parameters this rank holds.
     """
 
-    def __init__(self, model: DLRM, env: DistEnv, amp: amp_lib.Amp, schedule: LrSchedule) -> None:
+    def __init__(
+        self,
+        model: DLRM,
+        env: DistEnv,
+        amp: amp_lib.Amp,
+        schedule: LrSchedule,
+        embedding_lr_scale: float = 1.0,
+    ) -> None:
         from dlrm.parallel import wrap_model_parallel  # lazy: only this mode needs it
 
         self.wrapped = wrap_model_parallel(model, env)
         self.amp, self.schedule = amp, schedule
+        tables = {id(p) for p in self.wrapped.embeddings.parameters()}
+        params = [p for p in self.wrapped.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
-            [p for p in self.wrapped.parameters() if p.requires_grad], lr=schedule.base_lr
-        )
+            [{"params": [p for p in params if id(p) not in tables], "lr_scale": 1.0},
+             {"params": [p for p in params if id(p) in tables], "lr_scale": embedding_lr_scale}],
+            lr=schedule.base_lr,
+        )  # fmt: skip
 
     def __call__(self, batch: dlrm_data.DlrmBatch, step: int) -> torch.Tensor:
         with self.amp.autocast():
@@ -152,7 +171,7 @@ class ShardedStep:
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
         self.amp.backward(loss)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.schedule.lr(step)
+            group["lr"] = self.schedule.lr(step) * group["lr_scale"]
         self.amp.step(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
@@ -257,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         except (RuntimeError, ValueError, KeyError) as e:
             _fail(f"cannot resume from {resume_path}: {e}")
     step_fn = (ReplicatedStep if cfg.embedding_sharding == "replicated" else ShardedStep)(
-        model, env, amp, schedule
+        model, env, amp, schedule, cfg.embedding_lr_scale
     )
     # Plain SGD keeps no state and the LR comes from the schedule, so only the replicated optimizer's own
     # state is reloaded (in table mode each rank's optimizer holds a different parameter list).

@@ -16,7 +16,9 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from common.metrics import roc_auc
 from common.synthetic import write_amazon, write_criteo, write_criteo_days, write_movielens
 
 _ML_COLUMNS = ["user", "item", "rating", "timestamp"]
@@ -136,6 +138,22 @@ def test_criteo_labels_follow_probabilities(tmp_path):
     assert 0.2 < labels.mean() < 0.3
     order = np.argsort(syn.probabilities)
     assert labels[order[-400:]].mean() > labels[order[:400]].mean() + 0.4
+
+
+def test_criteo_is_shaped_like_the_real_logs(tmp_path):
+    """The hard parts of real Criteo (shared/data/criteo's 1,999 lines) that an easy generator hides."""
+    syn = write_criteo(tmp_path / "train.txt", num_lines=4000, seed=3)
+    df = pd.read_csv(syn.path, sep="\t", header=None, dtype={c: str for c in range(14, 40)})
+    ints = df.iloc[:, 1:14]
+    assert ints[5].quantile(0.99) > 1e5 and ints[5].quantile(0.5) > 1000  # I5: heavy tail, 10^5 .. 10^6
+    assert (ints[2] < 0).mean() > 0.08 and (ints[2] == -2).any()  # I2 negatives, as in the real logs
+    assert (ints[10].dropna() == 0).mean() > 0.4 and ints[12].isna().mean() > 0.5  # zeros; I12 mostly empty
+    empty = df.iloc[:, [14 + 18, 14 + 19, 14 + 24, 14 + 25]].isna()
+    assert empty.all(axis=1).sum() == empty.any(axis=1).sum() > 0.3 * len(df)  # C19/20/25/26 empty together
+    counts = df[14 + 2].value_counts()  # C3, a 200k-value vocabulary: most distinct values seen once
+    assert (counts == 1).mean() > 0.7 and counts.iloc[0] > 20
+    oracle = float(roc_auc(torch.from_numpy(syn.probabilities), torch.from_numpy(syn.labels).float()))
+    assert 0.8 < oracle < 0.92
 
 
 def test_criteo_days_share_one_generator(tmp_path):

@@ -5,7 +5,7 @@ A checkpoint is a plain dict of tensors and Python scalars/strings/lists/dicts, 
   model          state dict without DDP's `module.` / torch.compile's `_orig_mod.` prefixes
   hyperparams    what the model constructor needs (so evaluate/inference need no flags)
   config         the resolved run config (provenance)
-  optimizer, scaler   states, for resuming
+  optimizer, scaler   states, for resuming (a list of optimizers is stored as {"0": state, "1": ...})
   rng            torch CPU (+ CUDA) generator states, plus any extra generators the recipe names
   progress       e.g. {"epoch": 3, "best_hr": 0.61}: where to resume and what has been seen
   recipe         "ncf" | "dlrm" | "sim": an evaluate given another recipe's checkpoint says so in one line
@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 _PREFIXES = ("module.", "_orig_mod.")
+Optimizers = torch.optim.Optimizer | Sequence[torch.optim.Optimizer]
 FORMAT = 2  # 2: recipe, dataset, checksum
 
 
@@ -74,7 +75,7 @@ def save(
     model: torch.nn.Module,
     hyperparams: dict[str, Any],
     config: dict[str, Any] | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Optimizers | None = None,
     scaler: torch.amp.GradScaler | None = None,
     progress: dict[str, Any] | None = None,
     generators: dict[str, torch.Generator] | None = None,
@@ -102,7 +103,7 @@ def save(
         "rng": rng_state(generators),
     }
     if optimizer is not None:
-        payload["optimizer"] = optimizer.state_dict()
+        payload["optimizer"] = optimizer_state(optimizer)
     if scaler is not None and scaler.is_enabled():
         payload["scaler"] = scaler.state_dict()
     payload["checksum"] = checksum(payload)
@@ -224,7 +225,7 @@ def _first_line(e: Exception) -> str:
 def restore(
     ckpt: dict[str, Any],
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Optimizers | None = None,
     scaler: torch.amp.GradScaler | None = None,
     generators: dict[str, torch.Generator] | None = None,
     restore_rng: bool = True,
@@ -234,9 +235,58 @@ def restore(
     if optimizer is not None:
         if "optimizer" not in ckpt:
             raise ValueError("checkpoint has no optimizer state; it cannot resume training")
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(optimizer, ckpt["optimizer"])
     if scaler is not None and scaler.is_enabled() and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     if restore_rng:
         set_rng_state(ckpt["rng"], generators)
     return dict(ckpt.get("progress", {}))
+
+
+def optimizer_state(optimizer: Optimizers) -> dict[str, Any]:
+    """One optimizer's state dict, or {"0": ..., "1": ...} for a list (e.g. sparse tables + dense MLPs)."""
+    if not isinstance(optimizer, (list, tuple)):
+        return optimizer.state_dict()
+    return {str(i): opt.state_dict() for i, opt in enumerate(optimizer)}
+
+
+def load_optimizer_state(optimizer: Optimizers, state: dict[str, Any]) -> None:
+    """The inverse of optimizer_state; a list must have as many optimizers as were saved."""
+    if not isinstance(optimizer, (list, tuple)):
+        optimizer.load_state_dict(state)
+        return
+    if sorted(state) != [str(i) for i in range(len(optimizer))]:
+        raise ValueError(f"checkpoint holds {len(state)} optimizer states; this run has {len(optimizer)}")
+    for i, opt in enumerate(optimizer):
+        opt.load_state_dict(state[str(i)])
+
+
+def model_from(
+    ckpt: dict[str, Any], build: Callable[[dict[str, Any]], torch.nn.Module], path: Path | str, what: str
+) -> torch.nn.Module:
+    """`build(hyperparams)` with the checkpoint's weights loaded (CPU, train mode as built). `build` may
+    refuse a file with its own CheckpointError; hyperparameters it cannot take, or weights that do not fit
+    the model it builds (another recipe's older file), are one CheckpointError naming the file."""
+    hyper = dict(ckpt["hyperparams"])
+    try:
+        model = build(dict(hyper))
+        restore(ckpt, model, restore_rng=False)
+    except CheckpointError:
+        raise
+    except (TypeError, KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{path} does not hold {what} (its hyperparams: {sorted(hyper)}): {e}"
+        ) from None
+    return model
+
+
+def load_model(
+    path: str | Path,
+    build: Callable[[dict[str, Any]], torch.nn.Module],
+    recipe: str | None = None,
+    what: str = "a model of this recipe",
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(the checkpoint's model on CPU with its weights, the checkpoint): `load` (checksum, recipe) then
+    `model_from`. The recipe's own checks (dataset facts against the data given) stay with the caller."""
+    ckpt = load(path, recipe=recipe)
+    return model_from(ckpt, build, path, what), ckpt

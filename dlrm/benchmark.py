@@ -19,23 +19,21 @@ Inference mode reports mean/p50/p90/p95/p99 latency and throughput per batch siz
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common import amp as amp_lib
-from common import distributed, kernels
+from common import distributed, kernels, throughput
 from common.logging import JsonLogger
 from dlrm import data as dlrm_data
-from dlrm.evaluate import load_model
 from dlrm.lr_schedule import LrSchedule
 from dlrm.model import CRITEO_FL15_TABLE_SIZES, DLRM, DlrmSizes
+from dlrm.scoring import load_model
 from dlrm.train import ReplicatedStep
 
 CPU_TABLES = (100_000,) * 26  # the issue's CPU comparison (and DLE's prepare_synthetic_dataset default)
@@ -71,17 +69,6 @@ class TorchRecStyleDLRM(nn.Module):
         return self.over_arch(torch.cat([x, z[:, self.triu[0], self.triu[1]]], dim=1)).squeeze(1)
 
 
-def peak_memory_gib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def make_batches(
     args, sizes: DlrmSizes, batch: int, count: int, device: torch.device
 ) -> list[dlrm_data.DlrmBatch]:
@@ -100,13 +87,13 @@ def _time(step, batches, warmup: int, steps: int, device: torch.device) -> tuple
     wall time also counts other jobs' time slices (losses stay on the device until the end)."""
     for i in range(warmup):
         step(batches[i % len(batches)], i + 1)
-    _sync(device)
-    t0, c0 = time.perf_counter(), time.process_time()
+    clock = throughput.Clock(device)
+    clock.start()
+    c0 = time.process_time()
     losses = [step(batches[(warmup + i) % len(batches)], warmup + i + 1) for i in range(steps)]
     float(torch.stack(losses).sum())
-    _sync(device)
     samples = len(batches[0]) * steps
-    return samples / (time.perf_counter() - t0), samples / (time.process_time() - c0)
+    return samples / clock.lap(), samples / (time.process_time() - c0)
 
 
 def _plain_step(model: nn.Module, lr: float, torchrec_style: bool, amp: amp_lib.Amp):
@@ -217,7 +204,7 @@ def bench_train(args, sizes: DlrmSizes, device: torch.device, log: JsonLogger) -
                     row[f"batch_{batch}_ours_train_throughput"]
                     / row[f"batch_{batch}_{name}_train_throughput"]
                 )
-        row["peak_memory_gib"] = peak_memory_gib(device)
+        row["peak_memory_gib"] = throughput.peak_memory_gib(device)
         log.log([len(results)], row)
         results |= row
     return results
@@ -273,22 +260,15 @@ def bench_inference(args, sizes: DlrmSizes, device: torch.device, log: JsonLogge
                 with amp.autocast():
                     return torch.sigmoid(model(num, cat).float())
 
-        latencies = []
-        for i in range(args.warmup + args.num_batches):
+        def run_batch(i: int, run=run, data: list[dlrm_data.DlrmBatch] = data) -> None:
             b = data[i % len(data)]
-            _sync(device)
-            t0 = time.perf_counter()
             run(b.numerical, b.categorical)
-            _sync(device)
-            if i >= args.warmup:
-                latencies.append(time.perf_counter() - t0)
-        lat = np.array(latencies)
-        row = {f"batch_{batch}_mean_throughput": batch / lat.mean(), f"batch_{batch}_mean_latency": lat.mean(),
-               f"batch_{batch}_cuda_graph": float(use_graph)}  # fmt: skip
-        row |= {f"batch_{batch}_p{p}_latency": float(np.percentile(lat, p)) for p in (50, 90, 95, 99)}
+
+        lat = throughput.latencies(run_batch, args.warmup, args.num_batches, device)
+        row = throughput.latency_row(batch, lat, {f"batch_{batch}_cuda_graph": float(use_graph)})
         log.log([len(results)], row)
         results |= row
-    results["peak_memory_gib"] = peak_memory_gib(device)
+    results["peak_memory_gib"] = throughput.peak_memory_gib(device)
     return results
 
 

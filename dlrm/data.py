@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from common.feature_spec import FeatureSpec, FeatureSpecError
+from common.seeding import derived_seed
 
 CHANNELS = ("numerical", "categorical", "label")
 
@@ -305,9 +306,7 @@ class SyntheticCriteo:
     seed: int = 0
 
     def _generator(self, key: int, device: torch.device) -> torch.Generator:
-        return torch.Generator(device=device).manual_seed(
-            (self.seed * 1_000_003 + key * 7_919 + 17) % (2**63 - 1)
-        )
+        return torch.Generator(device=device).manual_seed(derived_seed(self.seed, key, 17))
 
     def sample(self, key: int, rows: int, device: torch.device) -> tuple[DlrmBatch, Tensor]:
         """(batch, true probabilities [rows] float64) of batch `key`."""
@@ -350,7 +349,7 @@ def batch_order(steps: int, shuffle: bool, seed: int, epoch: int) -> list[int]:
     reference), or a seeded permutation of whole batches that a resumed run replays exactly."""
     if not shuffle:
         return list(range(steps))
-    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + 5) % (2**63 - 1))
+    g = torch.Generator().manual_seed(derived_seed(seed, epoch, 5))
     return torch.randperm(steps, generator=g).tolist()
 
 

@@ -11,24 +11,19 @@ The model is rebuilt from the checkpoint alone (its stored sizes); no model flag
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from common import amp as amp_lib
-from common import checkpoint, distributed, kernels, metrics
+from common import distributed, kernels
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from dlrm import data as dlrm_data
-from dlrm.data import DlrmBatch
-from dlrm.model import DLRM, DlrmSizes
+from dlrm.scoring import check_compatible, evaluate, load_model
 
 METRICS = {
     "auc": {"format": ":.6f"},
@@ -36,54 +31,6 @@ METRICS = {
     "eval_throughput": {"unit": "samples/s", "format": ":.3e"},
     "eval_time": {"unit": "s", "format": ":.3f"},
 }
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module, batches: Iterable[DlrmBatch], env: DistEnv, amp: amp_lib.Amp | None = None,
-    show: bool = False,
-) -> dict[str, float]:  # fmt: skip
-    """{"auc", "loss", "samples"} of `model` over this rank's batches, combined over all ranks.
-
-    AUC is exact over the WHOLE split (dlrm.md §5.1): every rank's logits are gathered and ranked once
-    (float64 counts, ties as scikit-learn), so 1 and N ranks give the same value. Logits rather than
-    sigmoid(logit) are ranked: fp32 sigmoid saturates and would add ties the model did not make.
-    `model` takes (numerical, categorical): a DLRM or a sharded wrapper (then every rank must call it
-    the same number of times, which dlrm.data's eval batches guarantee).
-    """
-    was_training = model.training
-    model.eval()
-    logits, labels = [], []
-    for batch in tqdm(batches, disable=not show, leave=False, desc="eval", file=sys.stderr):
-        with amp.autocast() if amp is not None else contextlib.nullcontext():
-            logits.append(model(batch.numerical, batch.categorical).float())
-        labels.append(batch.label)
-    model.train(was_training)
-    device = env.device
-    logits_t = torch.cat(logits) if logits else torch.empty(0, device=device)
-    labels_t = torch.cat(labels) if labels else torch.empty(0, device=device)
-    # float64 sum: the result must not depend on how rows are split over ranks
-    loss_sum = F.binary_cross_entropy_with_logits(logits_t.double(), labels_t.double(), reduction="sum")
-    loss_sum = distributed.all_reduce_sum(loss_sum.reshape(1), env)
-    all_logits = distributed.all_gather_cat(logits_t, env)
-    all_labels = distributed.all_gather_cat(labels_t, env)
-    n = all_labels.numel()
-    if n == 0 or all_labels.min() == all_labels.max():
-        raise ValueError(f"AUC needs both classes among the evaluated samples; got {n} samples of one class")
-    auc = metrics.roc_auc(all_logits, all_labels)
-    return {"auc": float(auc), "loss": float(loss_sum) / n, "samples": n}
-
-
-def load_model(path: Path, device: torch.device) -> tuple[DLRM, dict]:
-    """The checkpoint's DLRM; another recipe's checkpoint, or one from before checkpoints named their
-    recipe whose hyperparameters are not DLRM's, is one ValueError naming the file."""
-    ckpt = checkpoint.load(path, recipe="dlrm")
-    try:
-        model = DLRM(DlrmSizes.from_dict(ckpt["hyperparams"]), sparse=False)
-        checkpoint.restore(ckpt, model, restore_rng=False)
-    except (TypeError, KeyError, RuntimeError) as e:
-        raise ValueError(f"{path} does not hold a DLRM checkpoint written by dlrm.train: {e}") from None
-    return model.to(device), ckpt
 
 
 def build_source(
@@ -100,42 +47,6 @@ def build_source(
         synthetic, saved["synthetic_dataset_num_entries"], saved["synthetic_dataset_test_entries"],
         env.rank, env.world_size, env.device,
     )  # fmt: skip
-
-
-def dataset_facts(source) -> dict:
-    """What a checkpoint records about its training data (checkpoint.save(dataset=...)): the categorical
-    cardinalities as the data states them (before any --max_table_size clip), the numerical width and
-    the training rows. Evaluation checks the first two; a resume checks all three."""
-    return {
-        "cardinalities": [int(n) for n in source.table_sizes],
-        "num_numerical": int(source.num_numerical),
-        "train_rows": int(source.rows("train")),
-    }
-
-
-def check_compatible(model: DLRM, source, where: str, ckpt: dict) -> None:
-    """The data must be the kind the model was trained on: the checkpoint's recorded cardinalities must
-    equal the data's (an id means another value in a dataset with another vocabulary, even where hashing
-    would make every id fit), and the tables must be what training builds from the data's cardinalities
-    (each one, clipped to the checkpoint's --max_table_size when that was set)."""
-    s = model.sizes
-    if s.num_numerical != source.num_numerical or len(s.table_sizes) != len(source.table_sizes):
-        raise ValueError(
-            f"{where}: the model takes {s.num_numerical} numerical and {len(s.table_sizes)} categorical "
-            f"features, the data has {source.num_numerical} and {len(source.table_sizes)}"
-        )
-    recorded = (ckpt.get("dataset") or {}).get("cardinalities")
-    if recorded is not None and list(recorded) != list(source.table_sizes):
-        raise ValueError(
-            f"{where} was trained on data with categorical cardinalities {list(recorded)}, this data has "
-            f"{list(source.table_sizes)}: a different dataset or vocabulary"
-        )
-    cap = (ckpt.get("config") or {}).get("max_table_size")
-    if list(s.table_sizes) != [min(n, cap) if cap else n for n in source.table_sizes]:
-        raise ValueError(
-            f"{where}: tables {list(s.table_sizes)} do not match this data's cardinalities "
-            f"{list(source.table_sizes)}" + (f" clipped to --max_table_size {cap}" if cap else "")
-        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -28,6 +28,7 @@ import torch
 
 from common import checkpoint, output_dir
 from common.logging import log_run
+from dlrm import scoring
 from dlrm.model import DLRM, DlrmSizes
 
 FORMATS = ("torchscript", "onnx")
@@ -40,13 +41,8 @@ OUTPUT_NAMES = ("logits",)
 def load_for_export(path: Path) -> tuple[DLRM, dict]:
     """The checkpoint's model in eval mode on CPU with DENSE embeddings: sparse=True only changes the
     gradient layout, not the forward, and the exporters trace the forward (same weights either way)."""
-    ckpt = checkpoint.load(path, recipe="dlrm")  # another recipe's checkpoint: one line naming it
-    try:
-        sizes = DlrmSizes.from_dict(ckpt["hyperparams"])
-        model = DLRM(sizes, sparse=False)
-        checkpoint.restore(ckpt, model, restore_rng=False)
-    except (TypeError, KeyError, RuntimeError) as e:  # foreign hyperparams / state dict
-        raise ValueError(f"{path} does not hold a DLRM checkpoint: {e}") from None
+    # another recipe's checkpoint, foreign hyperparams or state dict: one line naming the file
+    model, ckpt = checkpoint.load_model(path, scoring.build_model, recipe="dlrm", what="a DLRM checkpoint")
     return model.eval(), ckpt
 
 

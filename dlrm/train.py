@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common import amp as amp_lib
-from common import checkpoint, config, distributed
+from common import checkpoint, config, distributed, throughput
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.kernels import set_policy as set_kernel_policy
@@ -34,10 +34,10 @@ from dlrm import data as dlrm_data
 from dlrm import seed_modes
 from dlrm.config import DlrmConfig
 from dlrm.embeddings import sgd_rows_
-from dlrm.evaluate import check_compatible, dataset_facts, evaluate
 from dlrm.lr_schedule import LrSchedule
 from dlrm.model import DLRM, DlrmSizes
 from dlrm.parallel import ShardedDLRM, build_model_parallel, full_state_dict, load_full_state_dict, wrap_dense
+from dlrm.scoring import check_compatible, dataset_facts, evaluate
 
 # Flags that cannot change a run's result, so a resume may change them: where logs and checkpoints go,
 # progress bars, read-ahead, the evaluation batch (AUC is exact over the whole split whatever the batch),
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if env.is_main and resume_from is not None:
         print(f"resuming from {resume_path} at step {state['global_step']}", file=sys.stderr)
     try:
-        run(_Run(cfg, env, source, step_fn, model, sizes, amp, log, _Clock(env.device)), state)
+        run(_Run(cfg, env, source, step_fn, model, sizes, amp, log, throughput.Clock(env.device)), state)
     except FloatingPointError as e:  # diverged (lr 24-28 does for some seeds): say so, no traceback
         print(
             f"error: {e}; lower --lr or raise --warmup_steps (the last checkpoint is kept)", file=sys.stderr
@@ -356,7 +356,7 @@ class _Run:
     sizes: DlrmSizes
     amp: amp_lib.Amp
     log: JsonLogger
-    clock: _Clock
+    clock: throughput.Clock
 
     @property
     def steps_per_epoch(self) -> int:
@@ -412,21 +412,6 @@ def run(r: _Run, state: dict) -> None:
             _log_window(r, state, window)
         state["loss_sum"] = float(window)
         _evaluate_and_save(r, state)
-
-
-class _Clock:
-    """Training time between evaluations (device-synchronised at the read-outs only)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.t = time.perf_counter()
-
-    def lap(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        elapsed, self.t = now - self.t, now
-        return elapsed
 
 
 def _log_window(r: _Run, state: dict, window: torch.Tensor) -> None:

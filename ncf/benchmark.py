@@ -5,7 +5,7 @@
   python -m ncf.benchmark --mode inference --checkpoint runs/ncf/best.pt --batch_sizes 1 64 4096 1048576
   python -m ncf.benchmark --mode train --data /data/cache/ml-20m   # table sizes and rows from a dataset
 
-Train mode times the recipe's own step (ncf.train.train_one_epoch on ncf.data.epoch_batches) after
+Train mode times the recipe's own step (ncf.steps.train_one_epoch on ncf.data.epoch_batches) after
 warm-up and, with --compare_baseline (default on), a straightforward PyTorch NeuMF loop on the same batches:
 four nn.Embedding tables, nn.Dropout, fp32, torch.optim.Adam defaults, zero_grad. Inference mode follows
 the reference's inference.py: random ids, eval mode + sigmoid, 10 warm-up batches discarded.
@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import resource
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from common import amp as amp_lib
-from common import distributed, kernels
+from common import distributed, kernels, throughput
 from common.logging import JsonLogger
 from ncf import data as ncf_data
-from ncf.evaluate import load_model
+from ncf.checkpoints import load_model
 from ncf.model import NeuMF, NeuMFSizes
-from ncf.train import train_one_epoch
+from ncf.steps import train_one_epoch
 
 ML20M = {"users": 138_493, "items": 26_744, "train_rows": 19_861_770}
 
@@ -62,17 +59,6 @@ class PlainNeuMF(nn.Module):
         return self.final(torch.cat([gmf, mlp], dim=1)).squeeze(1)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
-
-
 def synthetic_data(users: int, items: int, rows: int, device: torch.device) -> ncf_data.NcfData:
     g = torch.Generator().manual_seed(0)
     empty = torch.zeros(1, 2, dtype=torch.int32, device=device)
@@ -94,12 +80,11 @@ def time_steps(model, optimizers, amp, data, batch: int, warmup: int, steps: int
             f"error: {data.train_users.numel()} rows give fewer than {warmup + steps} batches of {batch}"
         )
     train_one_epoch(model, itertools.islice(batches, warmup), optimizers, amp, 1, warmup, False)
-    _sync(device)
-    t0 = time.perf_counter()
+    clock = throughput.Clock(device)
+    clock.start()
     loss = train_one_epoch(model, itertools.islice(batches, steps), optimizers, amp, 1, steps, False)
     float(loss)  # forces completion
-    _sync(device)
-    return batch * steps / (time.perf_counter() - t0)
+    return batch * steps / clock.lap()
 
 
 def bench_train(args, device: torch.device, log: JsonLogger) -> dict[str, float]:
@@ -123,7 +108,7 @@ def bench_train(args, device: torch.device, log: JsonLogger) -> dict[str, float]
         amp = amp_lib.setup(args.amp, device)
         step_model = torch.compile(model) if args.compile else model
         ours = time_steps(step_model, [opt], amp, data, batch, args.warmup, args.steps, device)
-        row = {f"batch_{batch}_train_throughput": ours, "peak_memory_gib": peak_memory_gib(device)}
+        row = {f"batch_{batch}_train_throughput": ours, "peak_memory_gib": throughput.peak_memory_gib(device)}
         del model, opt
         if args.compare_baseline:
             torch.manual_seed(0)
@@ -151,24 +136,15 @@ def bench_inference(args, device: torch.device, log: JsonLogger) -> dict[str, fl
     for batch in args.batch_sizes:
         users = torch.randint(0, n_users, (batch,), device=device)
         items = torch.randint(0, n_items, (batch,), device=device)
-        latencies = []
-        for i in range(args.warmup + args.num_batches):
-            _sync(device)
-            t0 = time.perf_counter()
+
+        def run(_: int, users: torch.Tensor = users, items: torch.Tensor = items) -> None:
             with amp.autocast():
                 torch.sigmoid(model(users, items))
-            _sync(device)
-            if i >= args.warmup:
-                latencies.append(time.perf_counter() - t0)
-        lat = np.array(latencies)
-        row = {
-            f"batch_{batch}_mean_throughput": batch / lat.mean(),
-            f"batch_{batch}_mean_latency": lat.mean(),
-        }
-        row |= {f"batch_{batch}_p{p}_latency": float(np.percentile(lat, p)) for p in (50, 90, 95, 99)}
+
+        row = throughput.latency_row(batch, throughput.latencies(run, args.warmup, args.num_batches, device))
         log.log([len(results)], row)
         results |= row
-    results["peak_memory_gib"] = peak_memory_gib(device)
+    results["peak_memory_gib"] = throughput.peak_memory_gib(device)
     return results
 
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from common import checkpoint
 from common.checkpoint import CheckpointError
 from ncf.data import NcfData
-from ncf.model import NeuMFSizes
+from ncf.model import NeuMF, NeuMFSizes
+from ncf.quantized_model import QuantizedNeuMF
 
 # Flags that cannot change a run's result, or legitimately extend it, so resuming may change them:
 # where things are read/written, progress bars, the evaluation chunk size, the device, torch.compile and
@@ -59,6 +62,19 @@ def check_dataset(path: Path | str, ckpt: dict[str, Any], data: NcfData, where: 
         raise CheckpointError(
             f"{path} was trained on another dataset: {'; '.join(diffs)}" + (f"; {hint}" if hint else "")
         )
+
+
+def build_model(hyperparams: dict[str, Any]) -> NeuMF | QuantizedNeuMF:
+    """A float NeuMF (ncf.train), or an INT8 QuantizedNeuMF (ncf.quantize: hyperparams carry "quantization")."""
+    quantization = hyperparams.pop("quantization", None)
+    sizes = NeuMFSizes.from_dict(hyperparams)
+    return NeuMF(sizes) if quantization is None else QuantizedNeuMF(sizes, **quantization)
+
+
+def load_model(path: Path, device: torch.device) -> tuple[NeuMF | QuantizedNeuMF, dict]:
+    """The checkpoint's model (float or INT8) on `device`, and the checkpoint; the caller checks the data."""
+    model, ckpt = checkpoint.load_model(path, build_model, recipe="ncf", what="a NeuMF model")
+    return model.to(device), ckpt
 
 
 def load_weights(path: Path, sizes: NeuMFSizes, data: NcfData, where: Path | str) -> dict[str, Any]:

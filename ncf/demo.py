@@ -24,7 +24,7 @@ from common.logging import log_run
 from common.synthetic import write_movielens
 from ncf import data as ncf_data
 from ncf import prepare_data, train
-from ncf.evaluate import popularity_scores, ranking_metrics
+from ncf.ranking import popularity_scores, ranking_metrics
 
 PRESET = Path(__file__).parent / "configs" / "tiny.yaml"  # demo-sized model and batch
 

@@ -10,82 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
-from common import checkpoint, distributed, kernels, metrics
-from common.distributed import DistEnv
+from common import distributed, kernels, throughput
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from ncf import checkpoints as ncf_checkpoints
 from ncf import data as ncf_data
-from ncf.model import NeuMF, NeuMFSizes
-from ncf.quantized_model import QuantizedNeuMF
-
-
-def ranking_metrics(
-    scores: torch.Tensor, data: ncf_data.NcfData, env: DistEnv, k: int
-) -> tuple[float, float]:
-    """HR@k and NDCG@k of this rank's [S_local, C] candidate scores (any scorer: model, oracle, baseline).
-
-    Ranks all-reduce integer top-k position counts, so the metrics are bit-identical for any number of
-    ranks. Masked duplicates rank last (reference dedup semantics).
-    """
-    start, stop = distributed.shard_range(data.series, env)
-    counts = metrics.topk_position_counts(scores, data.test_labels[start:stop], data.test_mask[start:stop], k)
-    hits, ndcg = metrics.hit_ndcg_from_counts(distributed.all_reduce_sum(counts, env))
-    return float(hits) / data.series, float(ndcg) / data.series
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, data: ncf_data.NcfData, env: DistEnv, k: int, chunk_rows: int) -> dict:
-    """HR@k, NDCG@k and validation loss of `model` (unwrapped, fp32) on this rank's whole series.
-
-    Validation loss is the BCE over every candidate (duplicates included, as the reference), averaged
-    over all rows of all ranks.
-    """
-    was_training = model.training
-    model.eval()
-    start, stop = distributed.shard_range(data.series, env)
-    users, items = data.test_users[start:stop], data.test_items[start:stop]
-    per_series = items.shape[1]
-    chunk_series = max(1, chunk_rows // per_series)  # whole series per forward chunk
-    logits = torch.cat(
-        [model(u.reshape(-1), i.reshape(-1)).float().view(-1, per_series)
-         for u, i in zip(users.split(chunk_series), items.split(chunk_series))]
-        or [torch.empty(0, per_series, device=items.device)]
-    )  # fmt: skip
-    model.train(was_training)
-    hr, ndcg = ranking_metrics(logits, data, env, k)
-    labels = data.test_labels[start:stop].double()  # float64 sum: rank count must not move the result
-    loss = F.binary_cross_entropy_with_logits(logits.double(), labels, reduction="sum")
-    loss = distributed.all_reduce_sum(loss, env)
-    return {f"hr@{k}": hr, f"ndcg@{k}": ndcg, "validation_loss": float(loss) / data.test_labels.numel()}
-
-
-def popularity_scores(data: ncf_data.NcfData, env: DistEnv) -> torch.Tensor:
-    """Score = the item's number of training interactions: the baseline a model must clearly beat."""
-    counts = torch.bincount(data.train_items.long(), minlength=data.num_items).to(torch.float32)
-    start, stop = distributed.shard_range(data.series, env)
-    return counts[data.test_items[start:stop].long()]
-
-
-def load_model(path: Path, device: torch.device) -> tuple[NeuMF | QuantizedNeuMF, dict]:
-    """A float NeuMF (ncf.train), or an INT8 QuantizedNeuMF (ncf.quantize: hyperparams carry "quantization")."""
-    ckpt = checkpoint.load(path, recipe="ncf")
-    hyper = dict(ckpt["hyperparams"])
-    quantization = hyper.pop("quantization", None)
-    try:
-        sizes = NeuMFSizes.from_dict(hyper)
-    except (TypeError, KeyError) as e:
-        raise ValueError(f"{path} does not hold a NeuMF model (hyperparams {sorted(hyper)}: {e})") from None
-    model = NeuMF(sizes) if quantization is None else QuantizedNeuMF(sizes, **quantization)
-    checkpoint.restore(ckpt, model, restore_rng=False)
-    return model.to(device), ckpt
-
+from ncf.ranking import evaluate, popularity_scores, ranking_metrics
 
 METRICS = {"hr@10": {"format": ":.5f"}, "ndcg@10": {"format": ":.5f"}, "validation_loss": {"format": ":.5f"},
            "eval_throughput": {"unit": "samples/s", "format": ":.3e"}}  # fmt: skip
@@ -117,20 +49,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data = ncf_data.load(args.data, args.feature_spec_file, env.device)
         model = None
         if args.checkpoint:
-            model, ckpt = load_model(args.checkpoint, env.device)
+            model, ckpt = ncf_checkpoints.load_model(args.checkpoint, env.device)
             ncf_checkpoints.check_dataset(args.checkpoint, ckpt, data, args.data)
     except (FeatureSpecError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    t0 = time.perf_counter()
+    clock = throughput.Clock(env.device)
     if model is not None:
         result = evaluate(model, data, env, args.topk, args.valid_batch_size)
     else:
         hr, ndcg = ranking_metrics(popularity_scores(data, env), data, env, args.topk)
         result = {f"hr@{args.topk}": hr, f"ndcg@{args.topk}": ndcg}
-    if env.device.type == "cuda":
-        torch.cuda.synchronize()
-    result["eval_throughput"] = data.test_items.numel() / (time.perf_counter() - t0)
+    result["eval_throughput"] = data.test_items.numel() / clock.lap()
     log.summary(result)
     log.close()
     distributed.shutdown(env)

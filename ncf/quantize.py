@@ -23,17 +23,17 @@ from typing import NoReturn
 import numpy as np
 import torch
 
-from common import checkpoint, kernels
+from common import checkpoint, kernels, throughput
+from common.checkpoint import CheckpointError
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
-from common.messages import shown
 from common.output_dir import no_space_message
 from ncf import checkpoints as ncf_checkpoints
 from ncf import data as ncf_data
-from ncf.evaluate import evaluate
 from ncf.model import NeuMF, NeuMFSizes
 from ncf.quantized_model import QuantizedNeuMF, SplitFinal, activation_qparams, onednn_available, split_final
+from ncf.ranking import evaluate
 
 MODELS = ("float", "float_split", "int8", "int8_split")
 
@@ -58,24 +58,20 @@ def _fail(message: str) -> NoReturn:
 
 def load_float(path: Path) -> tuple[NeuMF, dict]:
     """The float NeuMF of an ncf.train checkpoint, or ValueError saying why the file is not one."""
-    ckpt = checkpoint.load(path, recipe="ncf")
-    hyper = ckpt["hyperparams"]
-    if isinstance(hyper, dict) and "quantization" in hyper:
-        raise ValueError(
-            f"{path} is already an INT8 model written by ncf.quantize; pass the float checkpoint"
-        )
-    try:
-        sizes = NeuMFSizes.from_dict(hyper)
-        model = NeuMF(sizes)
-    except (TypeError, KeyError, ValueError) as e:
-        raise ValueError(
-            f"{path} does not hold NeuMF hyperparams (expected num_users, num_items, mf_dim, mlp_layers, "
-            f"dropout; got {shown(hyper)}): {e}"
-        ) from None
-    try:
-        checkpoint.restore(ckpt, model, restore_rng=False)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: the weights do not match its NeuMF hyperparams: {e}") from None
+
+    def build(hyperparams: dict) -> NeuMF:
+        if "quantization" in hyperparams:
+            raise CheckpointError(
+                f"{path} is already an INT8 model written by ncf.quantize; pass the float checkpoint"
+            )
+        return NeuMF(NeuMFSizes.from_dict(hyperparams))
+
+    model, ckpt = checkpoint.load_model(
+        path,
+        build,
+        recipe="ncf",
+        what="float NeuMF hyperparams (num_users, num_items, mf_dim, mlp_layers, dropout)",
+    )
     return model.eval(), ckpt
 
 
@@ -159,9 +155,8 @@ def time_models(models: dict[str, torch.nn.Module], sizes: NeuMFSizes, batch: in
     out = {}
     for name, values in latencies.items():
         lat, key = np.array(values), f"{name}_batch_{batch}"
-        out |= {f"{key}_mean_throughput": batch / lat.mean(), f"{key}_mean_latency": lat.mean(),
-                f"{key}_p50_latency": float(np.percentile(lat, 50)),
-                f"{key}_p99_latency": float(np.percentile(lat, 99))}  # fmt: skip
+        out |= {f"{key}_mean_throughput": batch / lat.mean(), f"{key}_mean_latency": lat.mean()}
+        out |= {f"{key}_p{p}_latency": v for p, v in throughput.percentiles(lat, (50, 99)).items()}
     for name in models:  # vs float; the p50 ratio is robust to stalls caused by other processes
         key = f"{name}_batch_{batch}"
         if name != "float":

@@ -10,29 +10,28 @@ same flags it resumes from last.pt and ends with the same metrics as an uninterr
 
 from __future__ import annotations
 
-import contextlib
 import math
 import secrets
 import sys
 import time
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from common import amp as amp_lib
-from common import checkpoint, config, distributed
+from common import checkpoint, config, distributed, throughput
 from common.checkpoint import CheckpointError
 from common.feature_spec import FeatureSpecError
 from common.kernels import set_policy as set_kernel_policy
 from common.logging import JsonLogger
 from common.output_dir import no_space_message
+from common.seeding import derived_seed
 from ncf import checkpoints as ncf_checkpoints
 from ncf import data as ncf_data
+from ncf import seed_modes
 from ncf.config import NcfConfig
-from ncf.evaluate import evaluate
-from ncf.evaluate import main as evaluate_main
 from ncf.model import NeuMF, NeuMFSizes
+from ncf.ranking import evaluate
+from ncf.steps import build_optimizers, train_one_epoch
 
 METRICS = {  # the reference's names (ncf.md §3.7), plus ndcg@K which it computed but never logged
     "train_throughput": {"unit": "samples/s", "format": ":.3e"},
@@ -52,65 +51,13 @@ METRICS = {  # the reference's names (ncf.md §3.7), plus ndcg@K which it comput
 }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """Independent, reproducible seeds per (epoch, stream): a resumed epoch replays exactly, whatever RNG
-    use came before it, so resuming needs no per-rank RNG state."""
-    return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
-
-
-def build_optimizers(model: NeuMF, cfg: NcfConfig, device: torch.device) -> list[torch.optim.Optimizer]:
-    """Dense Adam (fused: the reference's apex FusedAdam on CUDA; torch's fused CPU kernel is faster than
-    foreach too), or lazy row-wise Adam on the tables (SparseAdam) + Adam on the MLP."""
-    kw = {"lr": cfg.learning_rate, "betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps}
-    if cfg.optimizer == "adam":
-        return [torch.optim.Adam(model.parameters(), fused=True, **kw)]
-    tables = [model.user_embedding.weight, model.item_embedding.weight]
-    dense = [p for p in model.parameters() if all(p is not t for t in tables)]
-    return [torch.optim.SparseAdam(tables, **kw), torch.optim.Adam(dense, fused=True, **kw)]
-
-
-def train_one_epoch(
-    train_model, batches, optimizers, amp, accumulate: int, steps: int, show: bool
-) -> torch.Tensor:
-    """Mean training loss of the epoch (a device tensor: no host sync per step).
-
-    Each micro-batch loss is a mean and gradients of `accumulate` micro-batches are summed (reference
-    semantics); leftover micro-batches that cannot fill an optimizer step are skipped.
-    """
-    total = torch.zeros((), dtype=torch.float64, device=next(train_model.parameters()).device)
-    used = (steps // accumulate) * accumulate
-    for step, batch in enumerate(tqdm(batches, total=steps, disable=not show, leave=False, desc="train")):
-        if step >= used:
-            break
-        last = (step + 1) % accumulate == 0
-        sync = (
-            contextlib.nullcontext() if last or not hasattr(train_model, "no_sync") else train_model.no_sync()
-        )
-        with sync:
-            with amp.autocast():
-                logits = train_model(batch.users, batch.items)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
-            amp.backward(loss)
-        total += loss.detach()
-        if last:
-            amp.step(*optimizers)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-    return total / max(used, 1)
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = config.parse(NcfConfig, argv, prog="python -m ncf.train", description=__doc__.split("\n\n")[0])
     set_kernel_policy(cfg.kernels)
     if cfg.data is None:
         sys.exit("error: --data is required (a directory written by python -m ncf.prepare_data)")
     if cfg.mode == "test":  # the seed's evaluation-only mode
-        return evaluate_main(_evaluate_argv(cfg))
+        return seed_modes.run_test(cfg)
     env = distributed.init(cfg.device)
     if cfg.batch_size % env.world_size:
         sys.exit(
@@ -134,9 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     state = {"epoch": 0, "history": [], "best": {}, "elapsed": 0.0}
     if resume_from is not None:
-        progress = checkpoint.restore(
-            resume_from, model, _MultiOptimizer(optimizers), amp.scaler, restore_rng=False
-        )
+        progress = checkpoint.restore(resume_from, model, optimizers, amp.scaler, restore_rng=False)
         state = {key: progress[key] for key in state}
         if env.is_main:
             print(f"resuming from {last_path} after epoch {state['epoch']}", file=sys.stderr)
@@ -146,14 +91,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         sys.exit(
             f"error: {steps} steps per epoch < --grads_accumulated {cfg.grads_accumulated}; lower --batch_size"
         )
-    k = cfg.topk
+    k, clock = cfg.topk, throughput.Clock(env.device)
     for epoch in range(state["epoch"], cfg.epochs):
         if state["best"].get(f"hr@{k}", -1.0) >= cfg.threshold:
             break
-        gen = torch.Generator(device=env.device).manual_seed(epoch_seed(seed, epoch, 0))
-        torch.manual_seed(epoch_seed(seed, epoch, 1 + env.rank))  # dropout masks differ per rank
-        _sync(env.device)
-        t0 = time.perf_counter()
+        gen = torch.Generator(device=env.device).manual_seed(derived_seed(seed, epoch, 0))
+        torch.manual_seed(derived_seed(seed, epoch, 1 + env.rank))  # dropout masks differ per rank
+        clock.start()
         batches = ncf_data.epoch_batches(
             data, cfg.negative_samples, cfg.batch_size, env.rank, env.world_size, gen
         )
@@ -167,18 +111,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             )
             sys.exit(f"error: training loss is {loss} in epoch {epoch}: the run diverged; lower --learning_rate "
                      f"(now {cfg.learning_rate}). Nothing was saved for this epoch{kept if last_path else ''}")  # fmt: skip
-        _sync(env.device)
-        t1 = time.perf_counter()
+        train_time = clock.lap()
         result = evaluate(model, data, env, k, cfg.valid_batch_size)
-        _sync(env.device)
-        t2 = time.perf_counter()
+        eval_time = clock.lap()
         record = {
-            "train_throughput": data.train_users.numel() * (1 + cfg.negative_samples) / (t1 - t0),
+            "train_throughput": data.train_users.numel() * (1 + cfg.negative_samples) / train_time,
             f"hr@{k}": result[f"hr@{k}"],
             f"ndcg@{k}": result[f"ndcg@{k}"],
-            "train_epoch_time": t1 - t0,
-            "validation_epoch_time": t2 - t1,
-            "eval_throughput": data.test_items.numel() / (t2 - t1),
+            "train_epoch_time": train_time,
+            "validation_epoch_time": eval_time,
+            "eval_throughput": data.test_items.numel() / eval_time,
             "validation_loss": result["validation_loss"],
             "train_loss": loss,
         }
@@ -197,14 +139,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return summary
 
 
-def _evaluate_argv(cfg: NcfConfig) -> list[str]:
-    """`--mode test` as the python -m ncf.evaluate command line it stands for."""
-    argv = ["--data", str(cfg.data), "--checkpoint", str(cfg.load_checkpoint_path), "--topk", str(cfg.topk),
-            "--feature_spec_file", cfg.feature_spec_file, "--valid_batch_size", str(cfg.valid_batch_size),
-            "--device", cfg.device, "--kernels", cfg.kernels]  # fmt: skip
-    return argv + (["--log_path", str(cfg.log_path)] if cfg.log_path else [])
-
-
 def _save(cfg, env, name, model, sizes, seed, state, data, optimizers=None, amp=None) -> None:
     """Rank 0 writes; optimizer states go in last.pt (resume), best.pt holds the weights to deploy.
     Non-finite weights or a full disk end the run with one line; the previous file stays as it was."""
@@ -212,7 +146,7 @@ def _save(cfg, env, name, model, sizes, seed, state, data, optimizers=None, amp=
         return
     extra = {}
     if optimizers is not None:
-        extra = {"optimizer": _MultiOptimizer(optimizers), "scaler": amp.scaler}
+        extra = {"optimizer": optimizers, "scaler": amp.scaler}
     progress = {
         "epoch": state["epoch"],
         "history": state["history"],
@@ -280,20 +214,6 @@ def _pick_seed(requested: int | None, resume_from: dict | None, env) -> int:
     saved = resume_from["config"].get("seed") if resume_from is not None else None
     seed = requested if requested is not None else saved if saved is not None else secrets.randbelow(2**31)
     return int(distributed.broadcast_(torch.tensor(seed, device=env.device), env))
-
-
-class _MultiOptimizer:
-    """Lets checkpoint.save/restore treat a list of optimizers (sparse + dense) as one state dict."""
-
-    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        self.optimizers = optimizers
-
-    def state_dict(self) -> dict:
-        return {str(i): opt.state_dict() for i, opt in enumerate(self.optimizers)}
-
-    def load_state_dict(self, state: dict) -> None:
-        for i, opt in enumerate(self.optimizers):
-            opt.load_state_dict(state[str(i)])
 
 
 def _summary(state: dict, k: int, total_time: float) -> dict[str, float]:

@@ -22,7 +22,8 @@ import numpy as np
 from common.feature_spec import FeatureSpec, FeatureSpecError
 from common.logging import log_run
 from common.messages import shown
-from ncf.prepare_data import DATA_FILES, PrepareDataError, check_output, ncf_spec, parse_csv, publish
+from ncf.dataset_files import DATA_FILES, check_output, ncf_spec, publish
+from ncf.ratings_csv import PrepareDataError, parse_csv
 
 CHANNELS = ("user_ch", "item_ch", "label_ch")
 MAPPINGS = ("train", "test")

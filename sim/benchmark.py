@@ -7,109 +7,26 @@
 
 Synthetic shapes, no dataset needed: random ids over Amazon Books' table sizes (users 105,925, items
 1,209,081, categories 2,330), full histories by default. Train mode times the recipe's own step
-(sim.train.train_step on sim.data.SplitData batches); on a real dataset use
-`python -m sim.train --benchmark` (training) or `--mode inference --benchmark`. This module also holds
-the step timer and the inference loop that sim.train uses.
+(sim.steps.train_step on sim.data.SplitData batches); on a real dataset use
+`python -m sim.train --benchmark` (training) or `--mode inference --benchmark`.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from common import amp as amp_lib
 from common import distributed, kernels
 from common.distributed import DistEnv
 from common.logging import JsonLogger
+from common.throughput import StepTimer, peak_memory_gib
+from sim import steps
+from sim.steps import run_inference
 
 BOOKS = {"users": [105_925], "items": [1_209_081, 2_330]}  # Amazon Books cardinalities (sim.md §1.4)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    """CUDA: peak allocated tensor memory; CPU: peak resident set size of the process."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
-
-
-class StepTimer:
-    """Per-step latency (device-synchronised) -> throughput and latency percentiles, reference style.
-
-    The first `warmup` steps of the process are excluded (when a window has later steps). Windows restart
-    every epoch, except with `limit` (benchmark: stop after warmup + limit steps) where one window spans
-    epochs. `done` turns true when a limit is reached.
-    """
-
-    def __init__(self, env: DistEnv, warmup: int, limit: int | None = None) -> None:
-        self.env, self.warmup, self.limit = env, warmup, limit
-        self.count, self.steps, self.t_window = 0, [], time.perf_counter()
-
-    def new_epoch(self) -> None:
-        if self.limit is None or not self.steps:
-            self.steps, self.t_window = [], time.perf_counter()
-
-    def start(self) -> None:
-        _sync(self.env.device)
-        self.t0, self.cpu0 = time.perf_counter(), time.process_time()
-
-    def stop(self, samples: int) -> float:
-        _sync(self.env.device)
-        latency = time.perf_counter() - self.t0
-        self.steps.append((self.count, latency, samples, time.process_time() - self.cpu0))
-        self.count += 1
-        return latency
-
-    @property
-    def done(self) -> bool:
-        return self.limit is not None and self.limit > 0 and self.count >= self.warmup + self.limit
-
-    def results(self) -> dict[str, float]:
-        timed = [s for s in self.steps if s[0] >= self.warmup] or self.steps
-        lat = np.array([s[1] for s in timed]) if timed else np.zeros(1)
-        samples = sum(s[2] for s in timed)
-        out = {
-            "throughput": samples / max(float(lat.sum()), 1e-12),
-            "time": time.perf_counter() - self.t_window,
-        }
-        out["latency_mean"] = 1000 * float(lat.mean())
-        # CPU seconds of this process per step (all threads): a load-independent cost on shared machines
-        out["cpu_time_per_step"] = 1000 * sum(s[3] for s in timed) / max(len(timed), 1)
-        out |= {f"latency_p{p}": 1000 * float(np.percentile(lat, p)) for p in (90, 95, 99)}
-        return out
-
-
-@torch.no_grad()
-def run_inference(model, data, local_batch: int, amp, cfg, env: DistEnv, log: JsonLogger) -> dict[str, float]:
-    """The reference's inference mode: eval-mode forward + sigmoid over the train split, per-step
-    samples/s; with --benchmark warmup + benchmark_steps batches (cycling over the data)."""
-    model.eval()
-    timer = StepTimer(env, cfg.benchmark_warmup_steps)
-    batches = max(1, -(-len(data) // local_batch))
-    total = (
-        cfg.benchmark_warmup_steps + cfg.benchmark_steps
-        if cfg.benchmark and cfg.benchmark_steps > 0
-        else batches
-    )
-    for i in range(total):
-        lo = (i % batches) * local_batch
-        batch = data.batch(slice(lo, lo + local_batch))
-        timer.start()
-        with amp.autocast():
-            torch.sigmoid(model(batch).logits)
-        latency = timer.stop(batch.label.shape[0] * env.world_size)
-        if (i + 1) % cfg.log_every == 0 or i + 1 == total:
-            log.log([0, i], {"samples/s": batch.label.shape[0] * env.world_size / latency})
-    return {**timer.results(), "peak_memory_gib": peak_memory_gib(env.device)}
 
 
 def synthetic_split(args, device: torch.device):
@@ -131,7 +48,6 @@ def synthetic_split(args, device: torch.device):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from sim import train
     from sim.config import SimConfig
     from sim.models import SimSizes, build_model
 
@@ -173,22 +89,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = build_model(sizes, sparse_embeddings=args.optimizer == "lazy_adam").to(env.device)
     data = synthetic_split(args, env.device)
     amp = amp_lib.setup(args.amp, env.device)
-    log = JsonLogger(args.log_path, metadata=train.METRICS)
+    log = JsonLogger(args.log_path, metadata=steps.METRICS)
     log.parameters({**vars(args), "device": str(env.device), "torch": torch.__version__,
                     "threads": torch.get_num_threads()})  # fmt: skip
     if args.mode == "inference":
         result = run_inference(model, data, args.batch_size, amp, cfg, env, log)
     else:
-        result = _time_training(model, data, args, cfg, env, amp, train)
+        result = _time_training(model, data, args, cfg, env, amp)
     log.summary({"model_type": args.model_type, "batch_size": args.batch_size, **result})
     log.close()
     return result
 
 
-def _time_training(model, data, args, cfg, env, amp, train) -> dict[str, float]:
+def _time_training(model, data, args, cfg, env, amp) -> dict[str, float]:
     step_model = torch.compile(model) if args.compile else model
-    optimizers = train.build_optimizers(model, cfg)
-    timer = StepTimer(env, args.warmup)
+    optimizers = steps.build_optimizers(model, cfg)
+    timer = StepTimer(env.device, args.warmup)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(1)).to(env.device)
     profiler = None
     for i in range(args.warmup + args.steps):
@@ -198,7 +114,7 @@ def _time_training(model, data, args, cfg, env, amp, train) -> dict[str, float]:
         lo = (i % args.pool) * args.batch_size
         batch = data.batch(order[lo : lo + args.batch_size])
         timer.start()
-        train.train_step(step_model, batch, optimizers, amp)
+        steps.train_step(step_model, batch, optimizers, amp)
         timer.stop(args.batch_size)
     if profiler is not None:
         profiler.__exit__(None, None, None)

@@ -9,14 +9,17 @@ lists the ones that do not). An existing checkpoint is only replaced by the run 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from common import checkpoint, config
 from common.checkpoint import CheckpointError
 from common.messages import shown
 from sim.data import SimSchema
-from sim.models import SimSizes
+from sim.models import SimSizes, build_model
 
 RECIPE = "sim"
 # Flags that cannot change the trained weights or metrics: where data/logs/checkpoints live, what is shown
@@ -42,14 +45,18 @@ def dataset_facts(schema: SimSchema) -> dict[str, Any]:
 def load(path: Path) -> dict:
     """The checkpoint; one CheckpointError for a foreign, corrupt or other-recipe file."""
     ckpt = checkpoint.load(path, recipe=RECIPE)
-    sizes_of(ckpt, path)
+    sizes_of(ckpt["hyperparams"], path)
     return ckpt
 
 
-def sizes_of(ckpt: dict, path: Path | str) -> SimSizes:
+def model_builder(path: Path | str) -> Callable[[dict], torch.nn.Module]:
+    """How common.checkpoint.load_model / model_from build the SIM model a checkpoint describes."""
+    return lambda hyperparams: build_model(sizes_of(hyperparams, path))
+
+
+def sizes_of(hyperparams: dict, path: Path | str) -> SimSizes:
     """The model sizes a checkpoint stores; an older file of another recipe (no recipe entry) has other
     hyperparameters, which is said in one line instead of a TypeError."""
-    hyperparams = ckpt["hyperparams"]
     try:
         return SimSizes.from_dict(hyperparams)
     except (TypeError, ValueError) as err:

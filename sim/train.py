@@ -33,66 +33,19 @@ from common.feature_spec import FeatureSpecError
 from common.kernels import set_policy as set_kernel_policy
 from common.logging import JsonLogger
 from common.output_dir import no_space_message
+from common.seeding import derived_seed
+from common.throughput import StepTimer, peak_memory_gib
 from sim import checkpoint_rules
 from sim import data as sim_data
-from sim.benchmark import StepTimer, peak_memory_gib, run_inference
 from sim.config import SimConfig
-from sim.evaluate import check_compatible, evaluate
-from sim.losses import Losses, training_losses
 from sim.models import SimSizes, build_model
-
-METRICS = {  # the reference's unit metadata (sim.md §3.2), plus formats
-    "test_auc": {"format": ":.5f"}, "train_auc": {"format": ":.5f"},
-    "test_loss": {"format": ":.5f"}, "train_loss": {"format": ":.5f"},
-    "classification_loss": {"format": ":.5f"}, "dien_aux_loss": {"format": ":.5f"},
-    "total_loss": {"format": ":.5f"}, "samples/s": {"unit": "samples/s", "format": ":.1f"},
-    "throughput": {"unit": "samples/s", "format": ":.1f"}, "time": {"unit": "s", "format": ":.3f"},
-    "time_to_train": {"unit": "s", "format": ":.3f"}, "latency_mean": {"unit": "ms", "format": ":.3f"},
-    "latency_p90": {"unit": "ms", "format": ":.3f"}, "latency_p95": {"unit": "ms", "format": ":.3f"},
-    "latency_p99": {"unit": "ms", "format": ":.3f"}, "peak_memory_gib": {"unit": "GiB", "format": ":.3f"},
-    "cpu_time_per_step": {"unit": "ms", "format": ":.1f"},
-}  # fmt: skip
+from sim.scoring import check_compatible, evaluate
+from sim.steps import METRICS, build_optimizers, run_inference, train_step
 
 
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """Independent, reproducible seeds per (epoch, stream): a resumed epoch replays exactly."""
-    return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
-
-
-def build_optimizers(model: torch.nn.Module, cfg: SimConfig) -> list[torch.optim.Optimizer]:
-    """The reference's optimizers (tfa AdamW / LazyAdam / SGDW, eps 1e-7 as TF).
-
-    tfa's decoupled decay subtracts wd * w per step, torch's AdamW lr * wd * w: passing wd / lr makes them
-    equal at the (constant) learning rate. Plain SGD's L2 term does the same for SGDW without momentum.
-    """
-    decay = cfg.weight_decay / cfg.lr
-    if cfg.optimizer == "adam":
-        return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-7, weight_decay=decay, fused=True)]
-    if cfg.optimizer == "sgd":
-        return [torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=decay)]
-    tables = [model.user_embedding.weight, model.item_embedding.weight]
-    dense = [p for p in model.parameters() if all(p is not t for t in tables)]
-    return [
-        torch.optim.SparseAdam(tables, lr=cfg.lr, eps=1e-7),
-        torch.optim.Adam(dense, lr=cfg.lr, eps=1e-7, fused=True),
-    ]
-
-
-def train_step(train_model, batch, optimizers, amp: amp_lib.Amp) -> Losses:
-    """One optimizer step on one local batch; returns the detached loss parts (no host sync)."""
-    with amp.autocast():
-        out = train_model(batch)
-    losses = training_losses(out, batch.label)
-    amp.backward(losses.total)
-    amp.step(*optimizers)
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
-    return Losses(losses.classification.detach(), losses.aux.detach(), losses.total.detach())
 
 
 def check_finite(bad: torch.Tensor, env, epoch: int, step: int) -> None:
@@ -163,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     optimizers = build_optimizers(model, cfg)
     state = {"epoch": 0, "history": []}
     if resume is not None:
-        progress = checkpoint.restore(resume, model, _Optimizers(optimizers), amp.scaler, restore_rng=False)
+        progress = checkpoint.restore(resume, model, optimizers, amp.scaler, restore_rng=False)
         state = {"epoch": progress["epoch"], "history": progress["history"]}
     train = splits["train"]
     smallest = train.total_rows // env.world_size
@@ -171,11 +124,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if smallest == 0 or not steps:
         fail(f"the train split's {train.total_rows} rows give no full step of {local_batch} rows per rank; "
              "lower --global_batch_size or drop --drop_remainder")  # fmt: skip
-    timer = StepTimer(env, cfg.benchmark_warmup_steps, cfg.benchmark_steps if cfg.benchmark else None)
+    timer = StepTimer(env.device, cfg.benchmark_warmup_steps, cfg.benchmark_steps if cfg.benchmark else None)
     with _fails_cleanly(cfg, log):
         for epoch in range(state["epoch"], cfg.epochs if not cfg.benchmark else 10**9):
-            gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 1000 + env.rank))
-            torch.manual_seed(epoch_seed(seed, epoch, env.rank))  # dropout masks differ per rank
+            gen = torch.Generator().manual_seed(derived_seed(seed, epoch, 1000 + env.rank))
+            torch.manual_seed(derived_seed(seed, epoch, env.rank))  # dropout masks differ per rank
             order = torch.randperm(len(train), generator=gen).to(env.device)
             timer.new_epoch()
             train_one_epoch(train_model, train, order, steps, optimizers, amp, timer, log, epoch, cfg, env)
@@ -216,8 +169,8 @@ def _fails_cleanly(cfg: SimConfig, log: JsonLogger) -> Iterator[None]:
 def _model(cfg: SimConfig, schema, resume: dict | None, seed: int) -> tuple[torch.nn.Module, SimSizes]:
     """Inference with a checkpoint: its model. Otherwise the flags' model (a resumed one must match them)."""
     if cfg.mode == "inference" and resume is not None:
-        model = build_model(checkpoint_rules.sizes_of(resume, cfg.load_checkpoint_path))
-        checkpoint.restore(resume, model, restore_rng=False)
+        path = cfg.load_checkpoint_path
+        model = checkpoint.model_from(resume, checkpoint_rules.model_builder(path), path, "a SIM model")
         check_compatible(model.sizes, schema, cfg.load_checkpoint_path)
         return model, model.sizes
     sizes = SimSizes(
@@ -257,7 +210,7 @@ def _save(cfg, env, model, sizes, seed, state, optimizers, amp, facts: dict) -> 
     if cfg.save_checkpoint_path is None or not env.is_main:
         return
     checkpoint.save(cfg.save_checkpoint_path, model=model, hyperparams=sizes.as_dict(),
-                    config={**config.to_dict(cfg), "seed": seed}, optimizer=_Optimizers(optimizers),
+                    config={**config.to_dict(cfg), "seed": seed}, optimizer=optimizers,
                     scaler=amp.scaler, progress=state, recipe=checkpoint_rules.RECIPE, dataset=facts)  # fmt: skip
 
 
@@ -267,20 +220,6 @@ def _pick_seed(requested: int | None, resume: dict | None, env) -> int:
     saved = resume["config"].get("seed") if resume is not None else None
     seed = requested if requested is not None else saved if saved is not None else secrets.randbelow(2**31)
     return int(distributed.broadcast_(torch.tensor(seed, device=env.device), env))
-
-
-class _Optimizers:
-    """Lets checkpoint.save/restore treat a list of optimizers (lazy_adam: sparse + dense) as one."""
-
-    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        self.optimizers = optimizers
-
-    def state_dict(self) -> dict:
-        return {str(i): opt.state_dict() for i, opt in enumerate(self.optimizers)}
-
-    def load_state_dict(self, state: dict) -> None:
-        for i, opt in enumerate(self.optimizers):
-            opt.load_state_dict(state[str(i)])
 
 
 def _summary(history: list[dict]) -> dict[str, float]:

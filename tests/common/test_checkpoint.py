@@ -124,3 +124,31 @@ def test_a_flag_added_after_the_checkpoint_counts_as_its_default(tmp_path: Path)
     checkpoint.check_resumable(path, ckpt, {"lr": 0.1, "tf32": True}, (), "x", defaults=defaults)
     with pytest.raises(checkpoint.CheckpointError, match="--tf32: True in the checkpoint, False now"):
         checkpoint.check_resumable(path, ckpt, {"lr": 0.1, "tf32": False}, (), "x", defaults=defaults)
+
+
+def _two_optimizers(model: torch.nn.Module) -> list[torch.optim.Optimizer]:
+    table, linear = model[0], model[1]
+    return [torch.optim.SGD(table.parameters(), lr=0.1, momentum=0.9), torch.optim.Adam(linear.parameters())]
+
+
+def test_a_list_of_optimizers_resumes_exactly_in_the_indexed_layout(tmp_path: Path) -> None:
+    """A list (sparse tables + dense MLP) is stored as {"0": state, "1": state}, the layout ncf and sim
+    checkpoints always had, and restores into a new list; a list of another length is refused."""
+    torch.manual_seed(1)
+    model, gen = _model(), torch.Generator().manual_seed(5)
+    opts = _two_optimizers(model)
+    for _ in range(2):
+        [_step(model, opt, gen) for opt in opts]
+    path = checkpoint.save(tmp_path / "ck.pt", model=model, hyperparams={}, optimizer=opts)
+    expected = [[_step(model, opt, gen) for opt in opts] for _ in range(2)]
+    ckpt = checkpoint.load(path)
+    assert sorted(ckpt["optimizer"]) == ["0", "1"] and "state" in ckpt["optimizer"]["1"]
+    model2 = _model()
+    opts2 = _two_optimizers(model2)
+    checkpoint.restore(ckpt, model2, opts2, restore_rng=False)
+    gen2 = torch.Generator().manual_seed(5)
+    for _ in range(4):  # the 4 batches drawn before the save
+        torch.randint(0, 10, (8,), generator=gen2)
+    assert [[_step(model2, opt, gen2) for opt in opts2] for _ in range(2)] == expected
+    with pytest.raises(ValueError, match="2 optimizer states; this run has 1"):
+        checkpoint.restore(ckpt, _model(), [torch.optim.SGD(_model().parameters(), lr=1)], restore_rng=False)

@@ -13,7 +13,6 @@ import pytest
 
 from common.feature_spec import FeatureSpec
 from common.synthetic import write_movielens
-from ncf import prepare_data
 from ncf.prepare_data import PrepareDataError, build_dataset, main, read_ratings, sample_test_negatives
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -331,7 +330,7 @@ def test_failure_while_writing_leaves_nothing(
     def fail(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(prepare_data.FeatureSpec, "to_yaml", fail)
+    monkeypatch.setattr(FeatureSpec, "to_yaml", fail)
     args = ["--input", str(tmp_path / "ratings.csv"), "--output", str(tmp_path / "out"), "--min_ratings", "3"]
     code, err = run_main(args, capsys)
     assert code == 2 and f"no space left on device while writing {tmp_path / 'out'}" in err, err

@@ -7,7 +7,7 @@
 Writes day_0 .. day_{D-1} in the real raw format (label, 13 integers with missing values and some
 negatives, 26 8-hex-digit categoricals from fixed per-feature vocabularies of 10 .. 1M values with a
 Zipf-like head and a long tail), vectorised through pyarrow's CSV writer (1.0-1.6 s per 100k lines here
-vs 3.8 s for common.synthetic.write_criteo_days, which builds Python strings; day files are reused when
+vs 3.8 s for dlrm.synthetic.write_criteo_days, which builds Python strings; day files are reused when
 the parameters match). Then runs `python -m dlrm.prepare_data` in a subprocess per size and
 reports rows/s and peak memory two ways: the largest single process (getrusage RUSAGE_CHILDREN ru_maxrss)
 and the sum over the whole process tree (main + workers, /proc sampled every 0.2 s). With a fixed

@@ -21,10 +21,10 @@ import torch
 
 from common import distributed
 from common.logging import log_run
-from common.synthetic import write_movielens
 from ncf import data as ncf_data
 from ncf import prepare_data, train
 from ncf.ranking import popularity_scores, ranking_metrics
+from ncf.synthetic import write_movielens
 
 PRESET = Path(__file__).parent / "configs" / "tiny.yaml"  # demo-sized model and batch
 

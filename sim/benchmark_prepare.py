@@ -10,7 +10,7 @@ keeps those ratios at any size: heavy users get 20 + lognormal-weighted extra re
 items are Zipf-popular, days span 1996-2014 (many same-day ties), lines carry the other review fields
 with ~700 characters of reviewText (~900 B per line) and metadata lines carry `related` lists like the
 real ones (~1.5 KB). Lines are written sorted by asin, like the SNAP files. The input is generated here
-(vectorised numpy + string templates, not common.synthetic.write_amazon, whose per-user x per-item
+(vectorised numpy + string templates, not sim.synthetic.write_amazon, whose per-user x per-item
 matrix does not fit at this size), then `python -m sim.prepare_data` runs in a subprocess; reported:
 wall time, reviews/s, per-stage times, peak RSS of the preparing process (getrusage) and of its whole
 process tree (sampled /proc, metadata workers included).

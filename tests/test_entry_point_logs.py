@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.logging import log_run, read_log
-from common.synthetic import write_movielens
+from ncf.synthetic import write_movielens
 
 ROOT = Path(__file__).resolve().parent.parent
 

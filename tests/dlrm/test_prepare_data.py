@@ -15,10 +15,10 @@ import torch
 
 from common.feature_spec import FeatureSpec, smallest_int_dtype
 from common.metrics import roc_auc
-from common.synthetic import write_criteo, write_criteo_days
 from dlrm import prepare_data
 from dlrm.criteo_vocabulary import CountMerger, log_transform
 from dlrm.prepare_data import main, parse_memory
+from dlrm.synthetic import write_criteo, write_criteo_days
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "dlrm" / "prepare_dataset.sh"

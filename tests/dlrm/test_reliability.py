@@ -18,10 +18,10 @@ import torch
 
 from common import checkpoint
 from common.logging import read_log
-from common.synthetic import write_criteo_days
 from dlrm import benchmark, export, prepare_data, train
 from dlrm import evaluate as dlrm_evaluate
 from dlrm.model import DLRM, DlrmSizes
+from dlrm.synthetic import write_criteo_days
 from tests.dlrm.conftest import TABLES, TINY, synthetic_split, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]

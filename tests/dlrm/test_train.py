@@ -47,12 +47,12 @@ def test_learns_the_planted_signal(planted, tmp_path: Path) -> None:
 
 
 def test_criteo_lines_through_the_real_prep_code_learn_towards_the_oracle(tmp_path: Path) -> None:
-    """Raw Criteo-shaped lines (common.synthetic: heavy tails, Zipf vocabularies, interactions; true click
+    """Raw Criteo-shaped lines (dlrm.synthetic: heavy tails, Zipf vocabularies, interactions; true click
     probabilities known) -> dlrm.prepare_data (Kaggle layout: the held-out last 1/7 is halved, test first)
     -> dlrm.train. 150 SGD steps at the reference's single LR end at ~0.65 here (oracle 0.86): the
     embedding rows barely move (README, Accuracy); --embedding_lr_scale 64 reaches ~0.74 in the same steps."""
-    from common.synthetic import write_criteo
     from dlrm import prepare_data
+    from dlrm.synthetic import write_criteo
 
     syn = write_criteo(tmp_path / "train.txt", num_lines=30000, seed=5)
     prepare_data.main(["--input", str(tmp_path / "train.txt"), "--output", str(tmp_path / "prep"),

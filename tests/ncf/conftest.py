@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from common.synthetic import MovieLensSynthetic, write_movielens
+from ncf.synthetic import MovieLensSynthetic, write_movielens
 
 
 @pytest.fixture(scope="session")

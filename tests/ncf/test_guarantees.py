@@ -17,10 +17,10 @@ import yaml
 
 from common import checkpoint
 from common.logging import read_log
-from common.synthetic import write_movielens
 from ncf import data as ncf_data
 from ncf import evaluate as ncf_evaluate
 from ncf import prepare_data, train, transcode
+from ncf.synthetic import write_movielens
 from tests.ncf.conftest import TINY
 
 SMALL = {"num_users": 40, "num_items": 30, "ratings_per_user": (8, 25), "seed": 3}

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from common.feature_spec import FeatureSpec
-from common.synthetic import write_movielens
 from ncf.prepare_data import PrepareDataError, build_dataset, main, read_ratings, sample_test_negatives
+from ncf.synthetic import write_movielens
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "ncf" / "prepare_dataset.sh"

@@ -17,13 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.feature_spec import FeatureSpec
-from common.synthetic import write_amazon
 from sim import amazon_meta, history_rows
 from sim.amazon_meta import read_metadata
 from sim.amazon_reviews import read_reviews
 from sim.categorify import build_interactions
 from sim.prepare_data import main
 from sim.raw_input import PrepareDataError
+from sim.synthetic import write_amazon
 
 REPO = Path(__file__).resolve().parents[2]
 REAL = Path("/work/shared/data/amazon/digital_music_partial")

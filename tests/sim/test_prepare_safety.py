@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from common.feature_spec import FeatureSpecError
-from common.synthetic import write_amazon
 from sim import data as sim_data
 from sim import parquet_output
 from sim.amazon_meta import read_metadata
 from sim.amazon_reviews import read_reviews
 from sim.raw_input import PrepareDataError
+from sim.synthetic import write_amazon
 from tests.sim.test_prepare_data import GOOD, REPO, TINY_REVIEWS, review, run, tiny, write
 from tests.sim.test_train_safety import flip_page
 

@@ -39,7 +39,7 @@ def _jsonable(value: Any) -> Any:
 
 class JsonLogger:
     """Args:
-    path: the DLLL log file (overwritten, like dllogger's "w" mode); None for stdout only.
+    path: the DLLL log file (overwritten, like dllogger's "w" mode); None or '' for stdout only.
     append: continue the file instead (a resumed run keeps its earlier records: its log holds the whole run).
     enabled: False on non-zero ranks: every call is then a no-op.
     metadata: metric -> {"unit": ..., "format": ":.5f"}; written first, and used to format stdout.
@@ -62,7 +62,11 @@ class JsonLogger:
         self._file: IO[str] | None = None
         if not enabled:
             return
-        if path is not None:
+        if path is not None and str(path) not in ("", "."):  # `--log_path ''` (Path('') is '.'): no file
+            if Path(path).is_dir():
+                raise ValueError(
+                    f"--log_path {path} is a directory; give a file name, e.g. {Path(path) / 'log.json'}"
+                )
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._file = open(path, "a" if append else "w", buffering=1)  # noqa: SIM115 - lives as long as the logger
         for metric, meta in self.metadata.items():

@@ -110,3 +110,12 @@ def test_cut_off_last_line_is_skipped_with_a_warning_and_plot_still_draws(tmp_pa
     path.write_text("DLLL {broken\n" + whole)
     with pytest.raises(ValueError, match=r"log\.json:1: not a valid DLLL record"):
         read_log(path)
+
+
+def test_empty_log_path_means_no_file_and_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    for empty in ("", Path("")):
+        log = JsonLogger(empty, stdout=io.StringIO())
+        log.log([0], {"loss": 1.0})
+        log.close()
+    with pytest.raises(ValueError, match="is a directory; give a file name"):
+        JsonLogger(tmp_path, stdout=io.StringIO())

@@ -2,7 +2,7 @@
 
 Notation: B = batch, F = mf_dim, M = mlp_layers[0] // 2, L = mlp_layers[-1], U/I = users/items.
 
-Quantization scheme (Distiller's asym_u PTQ, as DLE's NCF INT8 study; per-row tables):
+Quantization scheme (IntelLabs Distiller's asym_u PTQ, examples/ncf; per-row tables):
 - embedding tables are STORED as int8 with an fp32 scale and offset per row and per logical table (the
   GMF and MLP halves of the fused table each get their own, like the reference's four tables); a lookup
   gathers 1 byte per value (error <= scale / 2);

@@ -40,7 +40,7 @@ class FeatureSpecError(ValueError):
 
 
 def parse_dtype(name: str) -> np.dtype:
-    """Normalise a spec dtype: NCF specs use torch spellings, DLRM and SIM numpy ones (ncf.md 7.2).
+    """Normalise a spec dtype: NCF specs use torch spellings, DLRM and SIM numpy ones (as NVIDIA's do).
 
     Only sized names are accepted, because 'float' is float32 to torch but float64 to numpy.
     """

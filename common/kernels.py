@@ -3,7 +3,7 @@
 The fast paths (`common.linear` on oneDNN, the custom gather / attention backwards in sim.layers) compute
 the same functions as plain PyTorch ops, only faster on CPU; each checks `fast()` at call time and takes
 its reference when it is False. Entry points set the policy from their `--kernels` flag (logged with the
-rest of the config), so model files never see a config object (architecture.md rules 5 and 7); tests
+rest of the config), so model files never see a config object (tests/test_layering.py enforces this); tests
 compare both with `use("reference")`. A process-wide value: every entry point sets it, and the test
 suite resets it after each test.
 """

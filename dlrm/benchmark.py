@@ -13,7 +13,7 @@ sparse COO gradients + torch.optim.SGD), and "torchrec_style" = TorchRec's unsha
 default dense table gradients; InteractionArch pairs without padding). TorchRec itself is not importable here:
 fbgemm-gpu(-cpu) 1.9.0 and the 2026-10 nightly are built against another torch ABI (undefined symbols).
 Inference mode reports mean/p50/p90/p95/p99 latency and throughput per batch size; on CUDA, batches up to
---cuda_graph_max_batch run as a captured CUDA graph (launch-bound small batches, dlrm.md §6.3).
+--cuda_graph_max_batch run as a captured CUDA graph (launch-bound small batches, as NVIDIA's --cuda_graphs).
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def bench_train(args, sizes: DlrmSizes, device: torch.device, log: JsonLogger) -
 
 def _cuda_graph(model: nn.Module, numerical: torch.Tensor, categorical: torch.Tensor, amp: amp_lib.Amp):
     """Capture one forward with static inputs; returns replay() -> logits (reference: 10 warm-up calls on a
-    side stream, then capture, dlrm.md §4.8)."""
+    side stream, then capture, as NVIDIA's CudaGraphWrapper in main.py)."""
     static_num, static_cat = numerical.clone(), categorical.clone()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())

@@ -1,4 +1,4 @@
-"""DlrmConfig: every knob of DLRM training, with the reference's flag names (dlrm.md §4.1).
+"""DlrmConfig: every knob of DLRM training, with the flag names of NVIDIA's DLRM main.py.
 
 Defaults are the 2020 single-GPU recipe that reached AUC 0.8036 on Criteo Terabyte FL15 (global batch 32768,
 lr 28, warmup 6400, decay 64000 + 80000); dlrm/configs/criteo_64k.yaml is the newest 64k recipe (0.8025).

@@ -2,7 +2,7 @@
 
   python -m dlrm.convert_bin --input /data/dlrm/binary_dataset --output /data/dlrm/split
 
-The 2020 recipe (dlrm.md §2.3 a) trained from one interleaved file per split: packed rows of 40 int32
+NVIDIA's 2020 recipe trained from one interleaved file per split: packed rows of 40 int32
 (label, 13 numericals as float32 bit patterns already log-transformed, 26 categorical ids), with the table
 sizes in `model_size.json` ("_c14".."_c39" -> max id; cardinality = max id + 1). The newest recipe and
 this one read one file per feature (label bool, numerical float16 [N, 13], cat_i in the smallest integer

@@ -1,9 +1,9 @@
 """Where the Criteo lines come from and where they go: input files, split routes, output FeatureSpec.
 
 Terabyte: day_0 .. day_{D-1}; days 0..D-2 are train, the last day is halved in line order (first half
-test, second half validation; NVIDIA's head -n floor(n/2), dlrm.md 1.2). Kaggle: one train.txt cut like
+test, second half validation; NVIDIA's head -n floor(n/2)). Kaggle: one train.txt cut like
 FB's getCriteoAdData into 7 consecutive chunks with the remainder going to the first ones, so the last
-chunk (n // 7 lines) is held out and halved the same way (dlrm.md 1.3).
+chunk (n // 7 lines) is held out and halved the same way (NVIDIA's Kaggle split).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def plan_routes(
 
 
 def dlrm_spec(cardinalities: list[int], cat_dtypes: list[np.dtype], metadata: dict) -> dict:
-    """The FeatureSpec of the split-binary layout (dlrm.md 2.3b), with a validation mapping too."""
+    """The FeatureSpec of the split-binary layout (NVIDIA's), with a validation mapping too."""
     numerical = [f"num_{i}" for i in range(NUM_INTEGER)]
     categorical = [f"cat_{j}" for j in range(NUM_CATEGORICAL)]
     features = dict.fromkeys(numerical, {"dtype": "float16"}) | {"label": {"dtype": "bool"}}

@@ -1,6 +1,6 @@
 """Raw Criteo click logs -> numpy, one block of lines at a time, with exact error lines.
 
-A line is ``label \\t I1..I13 \\t C1..C26`` (40 tab-separated fields, dlrm.md 1.1): label 0/1, 13 decimal
+A line is ``label \\t I1..I13 \\t C1..C26`` (40 tab-separated fields): label 0/1, 13 decimal
 integers, 26 categoricals of 8 hex digits (32-bit hashes); an empty field is a missing value. Files are
 cut into byte-range `Segment`s at line boundaries (the unit of parallel work) and each segment is read in
 blocks parsed by pyarrow's C++ CSV reader; hex decoding and validation are vectorised numpy. Errors are

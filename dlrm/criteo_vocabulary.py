@@ -1,11 +1,11 @@
 """Categorical value counts, the frequency-ranked vocabulary, and the two per-value transforms.
 
-Reference semantics (dlrm.md 2.1, NVIDIA's Spark path): counted over every day / line (train, test and
+Reference semantics (NVIDIA DLRM's Spark path): counted over every day / line (train, test and
 validation); a value is kept iff it occurs at least `threshold` times; kept values get ids 1..K by
 DESCENDING count (Spark breaks ties arbitrarily; we break them by ascending raw 32-bit value, so reruns are
 identical); missing and rare values share id 0; cardinality K + 1. Numerical: ln(x + 3) for present
 values, 0 for missing ones and for x <= -3 (Spark's log returns NULL for a non-positive argument and the
-NULL is filled with 0; NVTabular's formula would give -inf at x = -3, dlrm.md 8).
+NULL is filled with 0; NVTabular's formula would give -inf at x = -3).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Notation: B = batch rows, F = categorical features, N = numerical features (13 for Criteo).
 
-On disk (dlrm.prepare_data output, DLE's "split binary" layout, dlrm.md §2.3): `feature_spec.yaml` plus per
+On disk (dlrm.prepare_data output, DLE's "split binary" layout): `feature_spec.yaml` plus per
 split `numerical.bin` [rows, N] float16, `label.bin` bool and one `cat_i.bin` per feature in its smallest int
 type. Batch i of size B is the byte range [i*B*s, (i+1)*B*s) of every file, so a batch is F + 2 `pread`s
 into (pinned) buffers on a background thread; ranks read disjoint row slices of each global batch.

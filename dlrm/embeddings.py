@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 
 def make_table(rows: int, embedding_dim: int, sparse: bool, seed: int) -> nn.Embedding:
-    """One feature's nn.Embedding, U(-sqrt(1/rows), +sqrt(1/rows)) with its OWN row count (dlrm.md §3.2: the
+    """One feature's nn.Embedding, U(-sqrt(1/rows), +sqrt(1/rows)) with its OWN row count (NVIDIA's init: the
     total row count or PyTorch's N(0, 1) default destabilises training at lr 28), drawn from a generator
     seeded with `seed` alone: a table's values do not depend on which other tables a process builds, so a
     sharded rank that builds only its own tables gets exactly the single-process model's values."""

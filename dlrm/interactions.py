@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 def dot_output_width(num_vectors: int, embedding_dim: int, self_interaction: bool) -> tuple[int, int]:
     """(I, padding): D + the number of kept pairs, rounded up to a multiple of 8 (the reference pads 479 to
-    480 so the top MLP's first GEMM has an aligned K; dlrm.md §3.1)."""
+    480 so the top MLP's first GEMM has an aligned K, as NVIDIA pads it)."""
     pairs = num_vectors * (num_vectors + 1) // 2 if self_interaction else num_vectors * (num_vectors - 1) // 2
     raw = embedding_dim + pairs
     width = (raw + 7) // 8 * 8

@@ -1,4 +1,4 @@
-"""NVIDIA's DLRM learning-rate schedule: linear warmup, constant, polynomial decay (dlrm.md §4.3)."""
+"""NVIDIA's DLRM learning-rate schedule: linear warmup, constant, polynomial decay (scripts/utils.py)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ class Mlp(nn.Sequential):
         in_features: input width.
         sizes: output width of each Linear layer, in order.
         relu_last: ReLU after the last layer too. The bottom MLP has it (its output is an embedding-like
-            vector, dlrm.md §3.1); the top MLP does not (its last layer emits the logit).
+            vector, as NVIDIA's DLRM does); the top MLP does not (its last layer emits the logit).
 
     forward(x [B, in_features]) -> [B, sizes[-1]].
 
@@ -48,7 +48,7 @@ class Mlp(nn.Sequential):
         """Reference init (DLE `TorchMlp._initialize_weights`, FB `create_mlp`): weight ~ N(0, sqrt(2 / (fan_in
         + fan_out))), bias ~ N(0, sqrt(1 / fan_out)), for every layer including the logit layer (as in the
         2020 recipe whose hyperparameters are our defaults; the newest DLE leaves the 256->1 layer at
-        PyTorch's default init, dlrm.md §3.2)."""
+        PyTorch's default init, as NVIDIA's DLRM does)."""
         with torch.no_grad():
             for layer in self.linears:
                 fan_out, fan_in = layer.weight.shape

@@ -1,5 +1,5 @@
 """DLRM (Naumov et al., 2019) as NVIDIA's reference builds it: bottom MLP, one table per categorical feature,
-dot (or cat) interaction, top MLP to one logit (dlrm.md §3).
+dot (or cat) interaction, top MLP to one logit (NVIDIA's DLRM layout).
 
 Notation: B = batch, F = categorical features, D = embedding dim, I = interaction output width.
 """
@@ -28,7 +28,7 @@ class DlrmSizes:
     """Everything the constructor needs; stored in checkpoints so a model rebuilds from the file alone.
 
     table_sizes are the rows actually allocated (after --max_table_size). With hash_indices the model takes
-    every id modulo its table's rows (reference `--hash_indices`, dlrm.md §3.3), so ids beyond a clipped
+    every id modulo its table's rows (NVIDIA's `--hash_indices`), so ids beyond a clipped
     table are valid input; without it ids must already be in [0, table_sizes[i]).
     """
 

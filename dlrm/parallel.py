@@ -4,7 +4,7 @@
   logits = model(numerical_local, categorical_local)            # [b] for this rank's b samples
 
 Every rank feeds its own local batch (the same size b on every rank; global batch B = W * b, rank-major).
-One forward is (dlrm.md §3.5, but with the bottom MLP data parallel too and both exchanges on
+One forward is (NVIDIA's hybrid parallel, but with the bottom MLP data parallel too and both exchanges on
 `all_to_all_single`, which gloo supports while the list form `all_to_all` does not):
 
   1. ids:        each rank sends the id columns of table t (its b rows) to t's owner: all_to_all_single of
@@ -20,7 +20,7 @@ Loss scaling: with each rank's loss the mean over its b samples, DDP averages th
 i.e. takes the gradient of the global mean. The embedding rows receive the SUM over ranks of the per-rank
 gradients, so `_Exchange` multiplies them by 1 / W in its backward: every parameter then gets exactly the
 gradient of the single-process model's mean loss over the global batch, and one learning rate fits all
-(the reference instead divides the embedding LR by W; dlrm.md §8).
+(the reference instead divides the embedding LR by W).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
   subset   : python -m dlrm.prepare_data --input /data/criteo --days 3 --output /tmp/dlrm3 --frequency_threshold 3
   big box  : python -m dlrm.prepare_data --input /data/criteo --output /data/dlrm --workers 64 --memory_limit 64GB
 
-Semantics (dlrm.md 2.1, NVIDIA's Spark path): Terabyte train = days 0..22, day 23 halved in line order
+Semantics (NVIDIA DLRM's Spark path): Terabyte train = days 0..22, day 23 halved in line order
 (first half test, second half validation); Kaggle train = first 6/7 of train.txt, the last 1/7 halved the
 same way. Vocabulary over all lines, ids by descending frequency from 1, rare (< --frequency_threshold)
 and missing values -> 0; numerical ln(x + 3), missing or x <= -3 -> 0, float16; train rows shuffled once.

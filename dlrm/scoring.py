@@ -26,7 +26,7 @@ def evaluate(
 ) -> dict[str, float]:  # fmt: skip
     """{"auc", "loss", "samples"} of `model` over this rank's batches, combined over all ranks.
 
-    AUC is exact over the WHOLE split (dlrm.md §5.1): every rank's logits are gathered and ranked once
+    AUC is exact over the WHOLE split (NVIDIA's too): every rank's logits are gathered and ranked once
     (float64 counts, ties as scikit-learn), so 1 and N ranks give the same value. Logits rather than
     sigmoid(logit) are ranked: fp32 sigmoid saturates and would add ties the model did not make.
     `model` takes (numerical, categorical): a DLRM or a sharded wrapper (then every rank must call it

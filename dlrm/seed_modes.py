@@ -1,4 +1,4 @@
-"""NVIDIA's `main.py --mode test | inference_benchmark` (dlrm.md §5.2) as the commands they stand for here.
+"""NVIDIA's `main.py --mode test | inference_benchmark` as the commands they stand for here.
 
 `python -m dlrm.train --mode test --load_checkpoint_path C ...` runs `python -m dlrm.evaluate --checkpoint C`,
 and `--mode inference_benchmark` runs `python -m dlrm.benchmark --mode inference`, with the seed's flags
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dlrm.config import DlrmConfig
 
-# NVIDIA drops the first 10 latencies after --benchmark_warmup_steps (dlrm.md §5.2).
+# NVIDIA drops the first 10 latencies after --benchmark_warmup_steps (main.py, inference_benchmark).
 SEED_DROPPED_LATENCIES = 10
 
 

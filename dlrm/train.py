@@ -49,7 +49,7 @@ RESUME_MAY_CHANGE = ("dataset", "feature_spec", "prefetch_batches", "test_batch_
                      "progress", "mode", "output_dir", "tf32", "benchmark_warmup_steps",
                      "inference_benchmark_batch_sizes", "inference_benchmark_steps", "kernels")  # fmt: skip
 
-METRICS = {  # the reference's names (dlrm.md §4.10) plus per-window training records
+METRICS = {  # NVIDIA's DLRM DLLogger names plus per-window training records
     "loss": {"format": ":.5f"},
     "lr": {"format": ":.4f"},
     "step_time": {"unit": "s", "format": ":.4f"},
@@ -416,7 +416,7 @@ def run(r: _Run, state: dict) -> None:
 
 def _log_window(r: _Run, state: dict, window: torch.Tensor) -> None:
     """Log the mean loss of the last window over all ranks; abort on NaN on every rank alike (at lr ~28
-    some seeds diverge, dlrm.md §8)."""
+    some seeds diverge)."""
     n, gs = state["loss_count"], state["global_step"]
     loss = float(distributed.all_reduce_sum(window, r.env)) / max(n * r.env.world_size, 1)
     if not math.isfinite(loss):

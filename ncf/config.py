@@ -1,4 +1,4 @@
-"""NcfConfig: every knob of NCF training and evaluation, with the reference's names and defaults (ncf.md §3.1)."""
+"""NcfConfig: every knob of NCF training and evaluation, with DLE ncf.py's names and defaults."""
 
 from __future__ import annotations
 

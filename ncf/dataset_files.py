@@ -22,7 +22,7 @@ def ncf_spec(
     metadata: dict,
     channel_spec: dict | None = None,
 ) -> dict:
-    """The NCF FeatureSpec (ncf.md 1.6) for the npy files of DATA_FILES: int32 ids, float32 labels."""
+    """The NCF FeatureSpec (DLE convert.py's) for the npy files of DATA_FILES: int32 ids, float32 labels."""
     user, item, label = names
     chunks = {
         mapping: [

@@ -149,7 +149,7 @@ def read_ratings(path: str | os.PathLike, fmt: str = "auto", header: bool | None
     """Parse user, item, timestamp (int64) in file order; ratings are dropped (implicit feedback).
 
     `header` only applies to --format csv (default: no header). DLE's load_unknown always skipped line 1
-    of a BYO csv, silently losing a data row of headerless files (ncf.md 1.1); here the caller says.
+    of a BYO csv, silently losing a data row of headerless files; here the caller says.
     """
     if fmt not in FORMATS:
         raise PrepareDataError(f"unknown --format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -176,7 +176,7 @@ def read_ratings(path: str | os.PathLike, fmt: str = "auto", header: bool | None
 
 
 def build_dataset(ratings: Ratings, min_ratings: int = 20) -> Dataset:
-    """Filter, remap, sort, dedup and split (ncf.md 1.2 steps 2-6, with the fixes of section 9)."""
+    """Filter, remap, sort, dedup and split (DLE's convert.py steps; timestamp ties broken stably)."""
     codes, uniques = pd.factorize(ratings.user)  # dense ids by first appearance, like DLE's factorize
     raw_counts = np.bincount(codes)
     kept = raw_counts >= min_ratings  # counted on raw rows, before dedup (the 2019 DLE / paper filter)
@@ -198,7 +198,7 @@ def build_dataset(ratings: Ratings, min_ratings: int = 20) -> Dataset:
         )
 
     # DLE sorted by time with pandas' default quicksort, which is NOT stable: ties on equal timestamps
-    # went arbitrarily (ncf.md 1.2 step 4, section 9). We sort (user, time) with a stable sort, so ties
+    # went arbitrarily. We sort (user, time) with a stable sort, so ties
     # keep raw file order: of two ratings with the same latest timestamp the later line is the test item.
     ts_min, span = int(ts.min()), int(ts.max()) - int(ts.min()) + 1
     if num_users * span < 2**63:
@@ -250,8 +250,8 @@ def sample_test_negatives(
     """int32 [len(test_users), num_negatives]: uniform items in [0, num_items), with replacement, never a
     training positive of that row's user.
 
-    Reference semantics (ncf.md 1.4): only TRAIN positives are excluded, so the held-out item itself may
-    be drawn; the evaluator masks such duplicates (ncf.md 4.2), and excluding it would raise HR slightly.
+    Reference semantics (DLE's convert.py): only TRAIN positives are excluded, so the held-out item itself may
+    be drawn; the evaluator masks such duplicates, and excluding it would raise HR slightly.
     One series per test row, not per user-id range, so sparse or test-only users cannot misalign
     the lengths (DLE#987). Rejection sampling, vectorised: draw everything, redraw only the rejected
     slots. After `max_rounds`, the few slots left (users who trained on most items) are drawn exactly

@@ -20,7 +20,7 @@ OUT_DIR="${3:-/data/cache/${NAME}}"
 BASE_URL="${NCF_DATA_URL:-https://files.grouplens.org/datasets/movielens}"
 PYTHON="${PYTHON:-python}"
 
-# Official MD5s from DLE's verify_dataset.sh (ncf.md 1.1); none is known for certain for the others.
+# Official MD5s from DLE's verify_dataset.sh; none is known for certain for the others.
 case "${NAME}" in
     ml-1m) MD5="c4d9eecfca2ab87c1945afe126590906" ;;
     ml-20m) MD5="cd245b17a1ae2cc31bb14903e1204af3" ;;

@@ -1,4 +1,4 @@
-"""INT8 post-training quantization of a trained NeuMF checkpoint (ncf.md §6), with the split final layer.
+"""INT8 post-training quantization of a trained NeuMF checkpoint (Distiller asym_u), split final layer.
 
   python -m ncf.quantize --data /data/cache/ml-20m --checkpoint runs/ncf/best.pt
   python -m ncf.quantize --data /data/cache/ml-20m --checkpoint runs/ncf/best.pt --per_channel --split_final \

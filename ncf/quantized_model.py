@@ -2,7 +2,7 @@
 
 Notation: B = batch, F = mf_dim, M = mlp_layers[0] // 2, L = mlp_layers[-1], U/I = users/items.
 
-Quantization scheme (Distiller's asym_u PTQ of ncf.md §6, with per-row tables):
+Quantization scheme (IntelLabs Distiller's asym_u PTQ, examples/ncf; per-row tables):
 - embedding tables are STORED as int8 with an fp32 scale and offset per row and per logical table (the
   GMF and MLP halves of the fused table each get their own, like the reference's four tables); a lookup
   gathers 1 byte per value (error <= scale / 2);
@@ -35,7 +35,7 @@ QMAX = 255  # activations: uint8 [0, 255]
 
 
 class SplitFinal(nn.Module):
-    """Linear(F + L -> 1) on concat(GMF, MLP) as two layers whose outputs add (ncf.md §6).
+    """Linear(F + L -> 1) on concat(GMF, MLP) as two layers whose outputs add (Distiller's NeuMF split).
 
     forward(x [B, F + L]) -> [B, 1]; the same function as the original layer up to float summation order,
     and each branch can get its own activation range when quantized.

@@ -33,7 +33,7 @@ from ncf.model import NeuMF, NeuMFSizes
 from ncf.ranking import evaluate
 from ncf.steps import build_optimizers, train_one_epoch
 
-METRICS = {  # the reference's names (ncf.md §3.7), plus ndcg@K which it computed but never logged
+METRICS = {  # DLE NCF's DLLogger names, plus ndcg@K which it computed but never logged
     "train_throughput": {"unit": "samples/s", "format": ":.3e"},
     "eval_throughput": {"unit": "samples/s", "format": ":.3e"},
     "best_train_throughput": {"unit": "samples/s"},

@@ -2,7 +2,7 @@
 
   python -m ncf.transcode --input_spec /data/byo/feature_spec.yaml --output /data/cache/byo [--overwrite]
 
-The input is a "simplified" FeatureSpec (ncf.md 1.7): `type: csv` chunks (no header, columns in the
+The input is a "simplified" FeatureSpec (DLE transcode.py's): `type: csv` chunks (no header, columns in the
 chunk's `features` order, the files of a chunk row-concatenated), dtypes optional, `cardinality: auto`
 allowed, `metadata.test_samples_per_series` required. The features of the user_ch / item_ch / label_ch
 channels are written exactly like ncf.prepare_data writes them (int32 [N, 2] user,item + float32 labels,
@@ -39,7 +39,7 @@ def _where(parts: Parts, row: int) -> str:
 
 
 def channel_features(spec: FeatureSpec) -> tuple[str, str, str]:
-    """(user, item, label) feature names: NCF channels hold exactly one feature each (ncf.md 7.4)."""
+    """(user, item, label) feature names: NCF channels hold exactly one feature each."""
     names = []
     for channel in CHANNELS:
         features = spec.channel(channel)
@@ -95,7 +95,7 @@ def read_csv_mapping(
 
 
 def _cardinality(spec: FeatureSpec, name: str, data: dict, parts: dict) -> int:
-    """max id + 1 over both mappings; a declared integer must be at least that (ncf.md 1.7 step 3)."""
+    """max id + 1 over both mappings; a declared integer must be at least that (DLE checks it too)."""
     found, where = 0, ""
     for mapping in MAPPINGS:
         ids = data[mapping][name]
@@ -121,7 +121,7 @@ def _cardinality(spec: FeatureSpec, name: str, data: dict, parts: dict) -> int:
 
 
 def _check_labels(label: str, data: dict, parts: dict, series: int, spec_path: Path) -> None:
-    """Binary labels, and a test set of whole series with exactly one positive each (ncf.md 4.2)."""
+    """Binary labels, and a test set of whole series with exactly one positive each (HR@K needs it)."""
     for mapping in MAPPINGS:
         values = data[mapping][label]
         bad = np.flatnonzero((values != 0) & (values != 1))
@@ -147,7 +147,7 @@ def _check_labels(label: str, data: dict, parts: dict, series: int, spec_path: P
 
 def _check_series_users(user: str, data: dict, parts: dict, series: int) -> None:
     """Every test series is one user's candidates: a series mixing users would score one user's positive
-    against another user's negatives, and HR@K would silently mean nothing (ncf.md 4.2)."""
+    against another user's negatives, and HR@K would silently mean nothing."""
     users = data["test"][user].reshape(-1, series)
     mixed = np.flatnonzero((users != users[:, :1]).any(axis=1))
     if mixed.size:

@@ -26,7 +26,7 @@ from common.throughput import StepTimer, peak_memory_gib
 from sim import steps
 from sim.steps import run_inference
 
-BOOKS = {"users": [105_925], "items": [1_209_081, 2_330]}  # Amazon Books cardinalities (sim.md §1.4)
+BOOKS = {"users": [105_925], "items": [1_209_081, 2_330]}  # Amazon Books, DLE-SIM spec
 
 
 def synthetic_split(args, device: torch.device):

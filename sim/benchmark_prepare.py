@@ -4,7 +4,7 @@
   small   : python -m sim.benchmark_prepare --reviews 300000
   reuse   : python -m sim.benchmark_prepare --workdir /tmp/sim_bench --keep   (input kept and reused)
 
-Books 2014 (sim.md 1.1/1.2): 22.5M reviews by 8.0M users on 2.33M items (2.37M metadata lines); users with
+Books 2014: 22.5M reviews by 8.0M users on 2.33M items (2.37M metadata lines); users with
 >= 20 reviews are 1.3% of users holding ~27% of reviews (105,925 users, ~57 reviews each). The generator
 keeps those ratios at any size: heavy users get 20 + lognormal-weighted extra reviews, the rest 1-19,
 items are Zipf-popular, days span 1996-2014 (many same-day ties), lines carry the other review fields

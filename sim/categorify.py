@@ -1,4 +1,4 @@
-"""Reference steps 2-5 (sim.md 1.2): filter users, assign ids, attach categories, order each user's reviews.
+"""DLE-SIM preprocessing steps 2-5: filter users, assign ids, attach categories, order each user's reviews.
 
 Ids follow the reference: the distinct values are numbered 1..N in **sorted** order of the raw strings
 (cuDF's `unique()` returns sorted values; byte order of the UTF-8 strings), 0 is padding. Items and users

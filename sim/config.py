@@ -1,5 +1,5 @@
 """SimConfig: every knob of SIM/DIN/DIEN training, evaluation and inference, with the reference's flag
-names and defaults (sim.md §3.1) where the meaning is the same."""
+names and defaults (DLE-SIM's main.py flags) where the meaning is the same."""
 
 from __future__ import annotations
 

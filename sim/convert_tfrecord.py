@@ -4,7 +4,8 @@
 
 Reads the input's feature_spec.yaml (`tfrecord` chunks, YAML aliases allowed) and every listed file:
 TFRecord framing (u64 length, u32 CRC, payload, u32 CRC) around `tf.train.Example` protobufs whose features
-are all Int64List (sim.md §1.3), prebatched or not (a record of p rows holds p·dims values per feature).
+are all Int64List (DLE-SIM's parquet_to_tfrecord.py), prebatched or not (a record of p rows holds p·dims
+values per feature).
 The protobuf wire format is decoded here (no TensorFlow or protobuf package); CRCs are not verified, the
 framing is (a truncated file is an error naming it and the record). Output: one Parquet part per input
 file (label bool, ids int32, histories fixed_size_list<int32>[T]) and a feature_spec.yaml with the same

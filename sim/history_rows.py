@@ -1,4 +1,4 @@
-"""Reference steps 6-8 (sim.md 1.2): explode users into (history, target) rows, add negatives, left-pad.
+"""DLE-SIM preprocessing steps 6-8: explode users into (history, target) rows, add negatives, left-pad.
 
 For a user with n reviews r_0..r_{n-1} (oldest first), r_{n-1} is the test target with history
 r_0..r_{n-2}; every earlier r_t with t >= shortest_sequence_for_training is a training target with

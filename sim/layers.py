@@ -1,5 +1,5 @@
 """Building blocks shared by DIN, DIEN and SIM: grouped embedding tables, the PReLU/sigmoid MLP head and
-masked dot-product target attention (sim.md §2.1-2.2). Notation: see sim/models/__init__.py.
+masked dot-product target attention, as DLE-SIM's. Notation: see sim/models/__init__.py.
 
 The lookup and the attention have hand-written backwards (`_Gather`, `_DotAttention`); under
 `--kernels reference` (common.kernels) they run as plain autograd ops instead, with the same results.

@@ -1,4 +1,4 @@
-"""Loss composition (sim.md §2.3-2.5, §7.7): classification BCE (+ SIM's stage-one head) + DIEN aux loss.
+"""Loss composition (as DLE-SIM's models): classification BCE (+ SIM's stage-one head) + DIEN aux loss.
 
 The auxiliary loss itself is computed inside the models (sim.models.dien.AuxiliaryNet), which return it
 in SimOutput; this module combines the parts the way the reference does:

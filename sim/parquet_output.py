@@ -2,7 +2,7 @@
 
 Layout (the contract sim.train reads through common.feature_spec):
 
-    OUT/feature_spec.yaml   five channels, as the reference's default spec (sim.md 1.4), int32 ids
+    OUT/feature_spec.yaml   five channels, as DLE-SIM's default spec, int32 ids
     OUT/metadata.json       {"cardinalities": [{"name": "uid", "value": U}, {"name": "item", ...}, {"name": "cat", ...}]}
     OUT/train/part_{k}.parquet, OUT/test/part_{k}.parquet
 

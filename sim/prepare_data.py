@@ -8,7 +8,7 @@
   download + prepare   : sim/prepare_dataset.sh /data/amazon_books_2014 /data/sim
 
 Reviews are strict JSON lines (reviewerID, asin, unixReviewTime), metadata Python dict literals (category =
-categories[0][-1]); `.json` or `.json.gz`. Steps (sim.md 1.2): keep users with >= --shortest_sequence_for_user
+categories[0][-1]); `.json` or `.json.gz`. Steps (DLE-SIM's): keep users with >= --shortest_sequence_for_user
 reviews, number users/items/categories from 1 in sorted order, order each user's reviews by (time, asin),
 last review = test row, earlier ones = training rows with up to --max_sequence_length left-padded history
 items, negatives drawn from the training targets (--negative_sampling; why: sim/history_rows.py). Output

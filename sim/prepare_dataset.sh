@@ -7,7 +7,7 @@
 #   sim/prepare_dataset.sh /data/amazon_books_2014 /data/sim
 #   sim/prepare_dataset.sh /data/amazon_books_2014 /data/sim_prebatched --prebatch_train_size 4096 --prebatch_test_size 4096
 #
-# Files (the reference's scripts/download_amazon_books_2014.sh, sim.md 1.1): reviews_Books.json.gz and
+# Files (DLE-SIM's scripts/download_amazon_books_2014.sh): reviews_Books.json.gz and
 # meta_Books.json.gz from SNAP; a file counts as present as NAME.json or NAME.json.gz (kept gzipped:
 # sim.prepare_data reads .gz directly). Environment: SIM_DATA_URL (base URL, default the SNAP folder below),
 # PYTHON (interpreter, default python). Does nothing if OUT_DIR/feature_spec.yaml exists, unless --overwrite.

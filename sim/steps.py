@@ -12,7 +12,7 @@ from common.throughput import StepTimer, peak_memory_gib
 from sim.config import SimConfig
 from sim.losses import Losses, training_losses
 
-METRICS = {  # the reference's unit metadata (sim.md §3.2), plus formats
+METRICS = {  # DLE-SIM's DLLogger unit metadata, plus formats
     "test_auc": {"format": ":.5f"}, "train_auc": {"format": ":.5f"},
     "test_loss": {"format": ":.5f"}, "train_loss": {"format": ":.5f"},
     "classification_loss": {"format": ":.5f"}, "dien_aux_loss": {"format": ":.5f"},

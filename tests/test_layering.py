@@ -23,7 +23,7 @@ FORBIDDEN_IN_MODELS = (
     "logging",
     "tqdm",
 )
-# Pure compute that model files may use: same function as torch, on any device (architecture.md rule 7).
+# Pure compute that model files may use: same function as torch, on any device.
 ALLOWED_IN_MODELS = ("common.linear", "common.kernels")
 # Commands (modules with a main()) import no other command; what two of them share lives in a library
 # module (e.g. sim/steps.py, ncf/ranking.py, dlrm/scoring.py). The exceptions, and why:

@@ -1,4 +1,4 @@
-"""DIEN as DLE-SIM builds it (sim.md §2.2, §2.4), with padding-safe recurrences and the paper's AUGRU.
+"""DIEN as DLE-SIM builds it (dien_model.py), with padding-safe recurrences and the paper's AUGRU.
 
 Interest extractor (GRU) -> target attention (DIEN attention unit) -> interest evolution (AUGRU) over the
 SHORT history (the newest T - long_seq_length positions), plus the auxiliary next-behaviour loss over

@@ -1,4 +1,4 @@
-"""DIN as DLE-SIM builds it (sim.md §2.3): dot-product target attention over the whole history.
+"""DIN as DLE-SIM builds it (din_model.py): dot-product target attention over the whole history.
 
 Notation: see sim/models/__init__.py.
 """

@@ -1,4 +1,4 @@
-"""SIM as DLE-SIM builds it (sim.md §2.5): a general search unit over the long history, top-k selection,
+"""SIM as DLE-SIM builds it (sim_model.py): a general search unit over the long history, top-k selection,
 and an exact search unit over the selected items plus DIEN over the short history.
 
 Notation: see sim/models/__init__.py.

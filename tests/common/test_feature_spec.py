@@ -29,7 +29,7 @@ N_USERS, N_ITEMS, N_ROWS = 7, 11, 12
 
 
 def ncf_spec_dict() -> dict:
-    """The ml-20m spec of ncf.md 7.5 with toy cardinalities."""
+    """The ml-20m spec DLE's NCF convert.py writes, with toy cardinalities."""
     return {
         "channel_spec": {"item_ch": ["item"], "label_ch": ["label"], "user_ch": ["user"]},
         "feature_spec": {

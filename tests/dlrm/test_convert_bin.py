@@ -1,5 +1,5 @@
 """NVIDIA's two on-disk DLRM layouts are read: the 2020 interleaved `train_data.bin` (via dlrm.convert_bin)
-and the newest split binary + feature_spec.yaml exactly as its preprocessing writes it (dlrm.md §2.3)."""
+and the newest split binary + feature_spec.yaml exactly as its preprocessing writes it."""
 
 from __future__ import annotations
 

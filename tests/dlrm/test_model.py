@@ -133,7 +133,7 @@ def test_dot_interaction_matches_a_naive_loop(self_interaction: bool, features: 
 
 
 def test_reference_widths() -> None:
-    assert dot_output_width(27, 128, False) == (480, 1)  # 128 + 351 = 479 -> 480 (dlrm.md §3.1)
+    assert dot_output_width(27, 128, False) == (480, 1)  # 128 + 351 = 479 -> 480, NVIDIA's padding
     assert dot_output_width(27, 128, True) == (512, 6)  # 128 + 378 = 506 -> 512
     criteo_shapes = DlrmSizes(table_sizes=(3,) * 26)  # FL15 widths, tiny tables (FL15 itself is 16 GB)
     assert DLRM(criteo_shapes).dense.top_mlp.linears[0].in_features == 480

@@ -1,4 +1,4 @@
-"""NVIDIA's DLRM command lines (dlrm.md §4.1, §4.11, §5.2) run as written on tiny data and CPU, and the seed
+"""NVIDIA's DLRM command lines (DLE DLRM README and main.py) run as written on tiny data and CPU, and the seed
 flags keep the seed's meaning: --mode test / inference_benchmark, comma lists, --nofp16, --cuda_graphs,
 --decay_steps 0, weights-only --load_checkpoint_path, --test_after, --dataset_subset, --output_dir."""
 

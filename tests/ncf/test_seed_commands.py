@@ -1,4 +1,4 @@
-"""NVIDIA's NCF command lines (ncf.md §3.1, DeepLearningExamples README) run as written, on tiny data and CPU:
+"""NVIDIA's NCF command lines (DeepLearningExamples README) run as written, on tiny data and CPU:
 `python -m torch.distributed.launch` (which passes --local-rank), `mpiexec`'s variables, the seed's flags."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""NVIDIA's SIM TFRecord output (parquet_to_tfrecord.py, sim.md §1.3) converts to our Parquet layout with
+"""NVIDIA's SIM TFRecord output (parquet_to_tfrecord.py) converts to our Parquet layout with
 the same values, prebatched or not, and trains; bad files are errors naming the file and record."""
 
 from __future__ import annotations

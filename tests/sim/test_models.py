@@ -96,7 +96,7 @@ def test_more_left_padding_changes_nothing(model_type: str, variant: str, part: 
 
 
 def test_reference_parameter_counts() -> None:
-    """Non-embedding parameters at the Amazon Books defaults equal sim.md §2.3-2.4's counts."""
+    """Non-embedding parameters at the Amazon Books defaults equal the counts of DLE-SIM's layer shapes."""
     books = {"user_cardinalities": (105_925,), "item_cardinalities": (1_209_081, 2_330)}
     dense = lambda m: sum(p.numel() for n, p in m.named_parameters() if "embedding" not in n)  # noqa: E731
     assert dense(build_model(SimSizes("din", **books))) == 32_641
@@ -160,7 +160,7 @@ def test_feature_embedding_offsets_and_gradient() -> None:
 
 
 def _augru_step(cell, x, h, a):
-    """Hand-written AUGRU steps (sim.md §2.2, DIEN paper eq. (4))."""
+    """Hand-written AUGRU steps (DIEN paper eq. (4))."""
     if isinstance(cell, AUGRU):
         gx = x @ cell.weight_ih.T + cell.bias_ih
         gh = h @ cell.weight_hh.T + cell.bias_hh

@@ -488,7 +488,7 @@ def test_real_digital_music_sample(tmp_path: Path) -> None:
             counts[json.loads(line)["reviewerID"]] += 1
     kept = [n for n in counts.values() if n >= 5]
     assert result["users"] == len(kept) and result["test_rows"] == 2 * len(kept)
-    assert result["train_rows"] == 2 * sum(n - 2 for n in kept)  # sim.md 1.2: 2 * sum(n_u - 2)
+    assert result["train_rows"] == 2 * sum(n - 2 for n in kept)  # 2 * sum(n_u - 2), DLE-SIM's steps
     test = load(out, "test")
     assert (test["item_feat_0_pos"][:, -1] > 0).all() and (test["item_feat_1_trgt"] > 0).all()
 

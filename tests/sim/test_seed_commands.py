@@ -1,4 +1,4 @@
-"""NVIDIA's SIM command line (sim.md §3.1: scripts/run_model.sh = `mpiexec -np N python main.py ...`) runs as
+"""NVIDIA's SIM command line (DLE-SIM scripts/run_model.sh = `mpiexec -np N python main.py ...`) runs as
 written on tiny data and CPU: mpiexec's variables make one N-rank job, comma lists, `--dropout_rate -1`,
 `--seed -1`, `--xla`, and the tf.data knobs are accepted with a note."""
 

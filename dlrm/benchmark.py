@@ -6,7 +6,7 @@
   python -m dlrm.benchmark --mode train --dataset /data/dlrm          # through the on-disk loader
   python -m dlrm.benchmark --mode inference --checkpoint runs/dlrm.pt --batch_sizes 1 64 4096 32768
 
-Train mode times the recipe's own step (dlrm.train.ReplicatedStep) after warm-up and, with --compare_baseline
+Train mode times the recipe's own step (dlrm.steps.ReplicatedStep, as dlrm.train runs it) after warm-up and, with --compare_baseline
 (default on), two baselines on the same batches: "plain" = the same DLRM trained the textbook way (autograd
 sparse COO gradients + torch.optim.SGD), and "torchrec_style" = TorchRec's unsharded DLRM computation
 (EmbeddingBag(mode="sum") per table fed by values + offsets, as EmbeddingBagCollection does, with its
@@ -34,7 +34,7 @@ from dlrm import data as dlrm_data
 from dlrm.lr_schedule import LrSchedule
 from dlrm.model import CRITEO_FL15_TABLE_SIZES, DLRM, DlrmSizes
 from dlrm.scoring import load_model
-from dlrm.train import ReplicatedStep
+from dlrm.steps import ReplicatedStep
 
 CPU_TABLES = (100_000,) * 26  # the CPU comparison (and DLE's prepare_synthetic_dataset default)
 

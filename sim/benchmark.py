@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--item_cardinalities", type=int, nargs="+", default=BOOKS["items"], help="item tables")
     p.add_argument("--optimizer", choices=("adam", "lazy_adam", "sgd"), default="adam", help="optimizer")
     p.add_argument("--augru_variant", choices=("paper", "nvidia_tf1"), default="paper", help="AUGRU cell")
+    p.add_argument("--din_attention", choices=("mlp", "dot"), default="mlp", help="DIN attention")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--pool", type=int, default=4, help="distinct random batches cycled through")
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     benchmark_warmup_steps=args.warmup, benchmark_steps=args.steps, log_every=10**9)  # fmt: skip
     sizes = SimSizes(args.model_type, tuple(args.user_cardinalities), tuple(args.item_cardinalities),
                      args.embedding_dim, args.long_seq_length, min(50, max(1, args.long_seq_length)),
-                     augru_variant=args.augru_variant)  # fmt: skip
+                     augru_variant=args.augru_variant, din_attention=args.din_attention)  # fmt: skip
     torch.manual_seed(0)
     model = build_model(sizes, sparse_embeddings=args.optimizer == "lazy_adam").to(env.device)
     data = synthetic_split(args, env.device)

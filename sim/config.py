@@ -49,6 +49,11 @@ class SimConfig:
     augru_variant: Literal["paper", "nvidia_tf1"] = _f(
         "paper", "AUGRU cell: the DIEN paper's (attention scales the update gate) or the reference's TF1 cell"
     )
+    din_attention: Literal["mlp", "dot"] = _f(
+        "mlp", "DIN attention: mlp = the DIN paper's activation unit as DLE-SIM defines it (DINActivationUnit: "
+        "[q, k, q-k, q*k] -> 80 -> 40 sigmoid -> 1, masked softmax over T); dot = DLE-SIM din_model.py's "
+        "dot product (no parameters, cheaper)",
+    )  # fmt: skip
     # optimisation
     optimizer: Literal["adam", "lazy_adam", "sgd"] = _f(
         "adam", "adam: AdamW (decoupled decay as tfa: wd not scaled by lr); lazy_adam: sparse row-wise Adam on "

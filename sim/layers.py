@@ -1,5 +1,5 @@
 """Building blocks shared by DIN, DIEN and SIM: grouped embedding tables, the PReLU/sigmoid MLP head and
-masked dot-product target attention, as DLE-SIM's. Notation: see sim/models/__init__.py.
+masked target attention (dot product, or DIN's activation unit), as DLE-SIM's. Notation: see sim/models/__init__.py.
 
 The lookup and the attention have hand-written backwards (`_Gather`, `_DotAttention`); under
 `--kernels reference` (common.kernels) they run as plain autograd ops instead, with the same results.
@@ -169,6 +169,28 @@ def _attend(query: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, 
         weights = masked_softmax(scores, mask).to(keys.dtype)
         pooled = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)  # [B, E]
     return query, scores, weights, pooled
+
+
+class ActivationUnitAttention(nn.Module):
+    """The DIN paper's attention as DLE-SIM defines it (`DINActivationUnit`): a learnt score per position.
+
+    score_t = MLP([q, k_t, q - k_t, q * k_t]) with sigmoid hidden layers (80, 40 in DLE-SIM) and a linear
+    Dense(1); then the same masked softmax over T and weighted sum as `dot_attention`, so padded keys get
+    weight exactly 0 and extra padding changes nothing. Costs a [B, T, 4E] MLP pass that the dot form
+    does not have.
+    query [B, E], keys [B, T, E], mask [B, T] bool -> pooled [B, E] = sum_t softmax_t(score_t) k_t.
+    """
+
+    def __init__(self, item_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.unit = MLP(4 * item_dim, hidden, "sigmoid")
+
+    def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        q = query.to(keys.dtype).unsqueeze(1).expand_as(keys)
+        scores = self.unit(torch.cat([q, keys, q - keys, q * keys], -1))  # [B, T] fp32
+        weights = masked_softmax(scores, mask).to(keys.dtype)
+        with torch.autocast(keys.device.type, enabled=False):  # as _attend: the pooling stays in fp32
+            return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
 
 
 def _raw_scores(scores: Tensor, mask: Tensor) -> Tensor:

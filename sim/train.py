@@ -176,7 +176,7 @@ def _model(cfg: SimConfig, schema, resume: dict | None, seed: int) -> tuple[torc
     sizes = SimSizes(
         cfg.model_type, schema.user_cardinalities, schema.item_cardinalities, cfg.embedding_dim,
         cfg.long_seq_length, cfg.gsu_topk, tuple(cfg.stage_one_mlp_dims), tuple(cfg.stage_two_mlp_dims),
-        tuple(cfg.aux_mlp_dims), cfg.dropout_rate, cfg.augru_variant,
+        tuple(cfg.aux_mlp_dims), cfg.dropout_rate, cfg.augru_variant, cfg.din_attention,
     )  # fmt: skip
     check_compatible(sizes, schema, "--long_seq_length")
     torch.manual_seed(seed)

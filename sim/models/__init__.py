@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 MODEL_TYPES = ("sim", "din", "dien")
 AUGRU_VARIANTS = ("paper", "nvidia_tf1")
+DIN_ATTENTIONS = ("mlp", "dot")
 
 
 @dataclass
@@ -71,12 +72,15 @@ class SimSizes:
     aux_mlp_dims: tuple[int, ...] = (100, 50)
     dropout_rate: float = 0.0
     augru_variant: str = "paper"
+    din_attention: str = "mlp"
 
     def __post_init__(self) -> None:
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
         if self.augru_variant not in AUGRU_VARIANTS:
             raise ValueError(f"augru_variant must be one of {AUGRU_VARIANTS}, got {self.augru_variant!r}")
+        if self.din_attention not in DIN_ATTENTIONS:
+            raise ValueError(f"din_attention must be one of {DIN_ATTENTIONS}, got {self.din_attention!r}")
         if not self.item_cardinalities:
             raise ValueError("at least one item feature (the item id) is needed")
 
@@ -91,6 +95,8 @@ class SimSizes:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SimSizes:
+        """Checkpoints written before din_attention existed hold a dot-attention DIN: they load as "dot"."""
+        d = {"din_attention": "dot", **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

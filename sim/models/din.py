@@ -1,4 +1,5 @@
-"""DIN as DLE-SIM builds it (din_model.py): dot-product target attention over the whole history.
+"""DIN: target attention over the whole history, with the DIN paper's activation unit (the default) or
+DLE-SIM din_model.py's dot product.
 
 Notation: see sim/models/__init__.py.
 """
@@ -8,15 +9,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sim.layers import MLP, FeatureEmbedding, dot_attention, history_mask
+from sim.layers import MLP, ActivationUnitAttention, FeatureEmbedding, dot_attention, history_mask
 from sim.models import SimBatch, SimOutput, SimSizes
+
+ACTIVATION_UNIT_DIMS = (80, 40)  # DLE-SIM's DINActivationUnit hidden sizes
 
 
 class DIN(nn.Module):
     """[target E || attention over all T history items E || user U*D] -> MLP(stage_two_mlp_dims) -> logit.
 
-    The reference's DIN uses the parameter-free dot interaction with a masked softmax (not the DIN
-    paper's MLP activation unit, which DLE-SIM defines but never uses) and no negatives.
+    sizes.din_attention "mlp": the DIN paper's activation unit as DLE-SIM defines it (DINActivationUnit,
+    which DLE-SIM's own din_model.py leaves unused); "dot": the parameter-free dot interaction that
+    din_model.py does use. Both with a masked softmax over T and no negatives.
     """
 
     def __init__(self, sizes: SimSizes, sparse_embeddings: bool = False) -> None:
@@ -26,11 +30,17 @@ class DIN(nn.Module):
         self.user_embedding = FeatureEmbedding(sizes.user_cardinalities, d, sparse_embeddings)
         self.item_embedding = FeatureEmbedding(sizes.item_cardinalities, d, sparse_embeddings)
         e, u = d * len(sizes.item_cardinalities), d * len(sizes.user_cardinalities)
+        self.attention = (
+            ActivationUnitAttention(e, ACTIVATION_UNIT_DIMS) if sizes.din_attention == "mlp" else None
+        )
         self.classifier = MLP(2 * e + u, sizes.stage_two_mlp_dims, "prelu", sizes.dropout_rate)
 
     def forward(self, batch: SimBatch) -> SimOutput:
         user = self.user_embedding(batch.user)  # [B, U*D]
         target, history = self.item_embedding(batch.target, batch.history)  # [B, E], [B, T, E]
         mask = history_mask(batch.history)  # [B, T]
-        pooled, _ = dot_attention(target, history, mask)  # padded keys get weight 0: no zeroing pass
+        if self.attention is None:
+            pooled, _ = dot_attention(target, history, mask)  # padded keys get weight 0: no zeroing pass
+        else:
+            pooled = self.attention(target, history, mask)
         return SimOutput(logits=self.classifier(torch.cat([target, pooled, user], -1)))

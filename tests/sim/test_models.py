@@ -8,14 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sim import checkpoint_rules
 from sim.layers import FeatureEmbedding, dot_attention, masked_softmax
 from sim.losses import training_losses
 from sim.models import SimBatch, SimSizes, build_model
 from sim.models.dien import AUGRU, AuxiliaryNet, InterestExtractor, VecAttGRU
 
 ITEMS, CATEGORIES, USERS = 50, 7, 30
-VARIANTS = [
-    ("din", "paper"),
+VARIANTS = [  # (model_type, variant): DIN's variant is its attention, DIEN's and SIM's their AUGRU cell
+    ("din", "mlp"),
+    ("din", "dot"),
     ("dien", "paper"),
     ("dien", "nvidia_tf1"),
     ("sim", "paper"),
@@ -26,7 +28,8 @@ VARIANTS = [
 def sizes(model_type: str, variant: str = "paper", long: int = 9, gsu_topk: int = 4) -> SimSizes:
     return SimSizes(model_type, (USERS,), (ITEMS, CATEGORIES), embedding_dim=4, long_seq_length=long,
                     gsu_topk=gsu_topk, stage_one_mlp_dims=(8,), stage_two_mlp_dims=(8, 4), aux_mlp_dims=(6, 3),
-                    augru_variant=variant)  # fmt: skip
+                    augru_variant="paper" if model_type == "din" else variant,
+                    din_attention=variant if model_type == "din" else "mlp")  # fmt: skip
 
 
 def random_batch(
@@ -99,10 +102,27 @@ def test_reference_parameter_counts() -> None:
     """Non-embedding parameters at the Amazon Books defaults equal the counts of DLE-SIM's layer shapes."""
     books = {"user_cardinalities": (105_925,), "item_cardinalities": (1_209_081, 2_330)}
     dense = lambda m: sum(p.numel() for n, p in m.named_parameters() if "embedding" not in n)  # noqa: E731
-    assert dense(build_model(SimSizes("din", **books))) == 32_641
+    dot = 32_641
+    activation_unit = (4 * 32 * 80 + 80) + (80 * 40 + 40) + (40 + 1)  # [q, k, q-k, q*k] (4E) -> 80 -> 40 -> 1
+    assert dense(build_model(SimSizes("din", **books, din_attention="dot"))) == dot
+    assert dense(build_model(SimSizes("din", **books))) == dot + activation_unit == 46_242
     assert dense(build_model(SimSizes("dien", **books, augru_variant="nvidia_tf1"))) == 193_811
     embeddings = build_model(SimSizes("din", **books))
     assert embeddings.item_embedding.weight.shape == (1_209_082 + 2_331, 16)
+
+
+def test_checkpoint_without_din_attention_loads_the_dot_din_it_was_trained_with() -> None:
+    """Checkpoints written before --din_attention existed hold a dot-product DIN; a new one keeps its own."""
+    old = build_model(sizes("din", "dot"))
+    hyperparams = {k: v for k, v in old.sizes.as_dict().items() if k != "din_attention"}
+    loaded = checkpoint_rules.model_builder("old.pt")(hyperparams)
+    assert loaded.sizes.din_attention == "dot" and loaded.attention is None
+    loaded.load_state_dict(old.state_dict())  # strict: the same parameters
+    batch = random_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).logits, old(batch).logits)
+    new = build_model(sizes("din", "mlp"))
+    assert checkpoint_rules.model_builder("new.pt")(new.sizes.as_dict()).sizes.din_attention == "mlp"
 
 
 def test_attention_ignores_masked_positions_and_survives_empty_rows() -> None:

@@ -32,11 +32,16 @@ def _train(dataset: Path, tmp: Path, *flags: str) -> dict:
     )
 
 
-def test_din_learns_beyond_the_no_history_baseline(planted, planted_no_history, tmp_path: Path) -> None:
-    """DIN reads the planted long-term interests from the history; the same model on the same rows with
-    empty histories only has the user and target embeddings."""
-    din = _train(planted.path, tmp_path / "din", "--model_type", "din", *LEARN)
-    baseline = _train(planted_no_history.path, tmp_path / "base", "--model_type", "din", *LEARN)
+@pytest.mark.parametrize("attention", ["mlp", "dot"])
+def test_din_learns_beyond_the_no_history_baseline(
+    planted, planted_no_history, tmp_path: Path, attention: str
+) -> None:
+    """DIN reads the planted long-term interests from the history, with the activation unit (the default)
+    and with the dot product; the same model on the same rows with empty histories only has the user and
+    target embeddings."""
+    flags = ["--model_type", "din", "--din_attention", attention, *LEARN]
+    din = _train(planted.path, tmp_path / "din", *flags)
+    baseline = _train(planted_no_history.path, tmp_path / "base", *flags)
     assert din["test_auc"] > 0.72, din
     assert din["test_auc"] > baseline["test_auc"] + 0.1, (din["test_auc"], baseline["test_auc"])
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.kernels import fast
-from common.linear import Linear
+from common.linear import Linear, linear
 
 
 class FeatureEmbedding(nn.Module):
@@ -176,8 +176,12 @@ class ActivationUnitAttention(nn.Module):
 
     score_t = MLP([q, k_t, q - k_t, q * k_t]) with sigmoid hidden layers (80, 40 in DLE-SIM) and a linear
     Dense(1); then the same masked softmax over T and weighted sum as `dot_attention`, so padded keys get
-    weight exactly 0 and extra padding changes nothing. Costs a [B, T, 4E] MLP pass that the dot form
-    does not have.
+    weight exactly 0 and extra padding changes nothing. Costs an MLP pass over all B*T positions that
+    the dot form does not have.
+
+    The first layer is linear, so W [q, k, q-k, q*k] = (W_q + W_d) q + [W_k - W_d, W_p] [k, q*k]: the q term
+    is computed once per row instead of once per position, and no [B, T, 4E] concat is built (under
+    `--kernels reference` the literal concat form runs instead; a parity test compares the two).
     query [B, E], keys [B, T, E], mask [B, T] bool -> pooled [B, E] = sum_t softmax_t(score_t) k_t.
     """
 
@@ -186,8 +190,16 @@ class ActivationUnitAttention(nn.Module):
         self.unit = MLP(4 * item_dim, hidden, "sigmoid")
 
     def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
-        q = query.to(keys.dtype).unsqueeze(1).expand_as(keys)
-        scores = self.unit(torch.cat([q, keys, q - keys, q * keys], -1))  # [B, T] fp32
+        query = query.to(keys.dtype)
+        if fast():
+            first, rest = self.unit.hidden[0], self.unit.hidden[1:]
+            w_q, w_k, w_d, w_p = first.weight.chunk(4, dim=1)
+            per_row = linear(query, w_q + w_d, first.bias).unsqueeze(1)  # [B, 1, 80]
+            per_key = linear(torch.cat([keys, query.unsqueeze(1) * keys], -1), torch.cat([w_k - w_d, w_p], 1))
+            scores = output_logit(rest(per_key + per_row), self.unit.out)  # [B, T] fp32
+        else:
+            q = query.unsqueeze(1).expand_as(keys)
+            scores = self.unit(torch.cat([q, keys, q - keys, q * keys], -1))  # [B, T] fp32
         weights = masked_softmax(scores, mask).to(keys.dtype)
         with torch.autocast(keys.device.type, enabled=False):  # as _attend: the pooling stays in fp32
             return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)

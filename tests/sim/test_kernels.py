@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from common import kernels
-from sim.layers import FeatureEmbedding, dot_attention, dot_attention_reference
+from sim.layers import ActivationUnitAttention, FeatureEmbedding, dot_attention, dot_attention_reference
 
 
 def _uses(t: torch.Tensor, name: str) -> bool:
@@ -75,6 +75,29 @@ def test_dot_attention_matches_reference(strided_keys: bool) -> None:
     torch.testing.assert_close(d_q, ref_q, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(d_k, ref_k, rtol=1e-5, atol=1e-6)
     assert torch.all(d_k[~mask] == 0) and torch.all(ref_k[~mask] == 0)
+
+
+def test_activation_unit_split_first_layer_matches_the_concat_form() -> None:
+    """DIN's activation unit: the fast path (q term once per row, no [B, T, 4E] concat) against the literal
+    MLP([q, k, q-k, q*k]) of `--kernels reference`: outputs, input and parameter gradients; padded keys get
+    gradient exactly 0 either way. 16 rows reach the oneDNN products of common.linear."""
+    torch.manual_seed(0)
+    unit = ActivationUnitAttention(8, (80, 40))
+    query, keys = torch.randn(16, 8), torch.randn(16, 7, 8)
+    mask = torch.rand(16, 7) > 0.4
+    mask[0], mask[1] = True, False
+    upstream = torch.randn(16, 8)
+    results = []
+    for policy in ("auto", "reference"):
+        unit.zero_grad()
+        q, k = query.clone().requires_grad_(), keys.clone().requires_grad_()
+        with kernels.use(policy):
+            pooled = unit(q, k, mask)
+        (pooled * upstream).sum().backward()
+        results.append([pooled, q.grad, k.grad, *(p.grad.clone() for p in unit.parameters())])
+        assert torch.all(k.grad[~mask] == 0) and torch.all(pooled[1] == 0)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_dot_attention_under_autocast_stays_in_the_keys_dtype() -> None:

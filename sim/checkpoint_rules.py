@@ -109,8 +109,15 @@ def check_resume(cfg: Any, ckpt: dict, seed: int, schema: SimSchema) -> None:
         {**config.to_dict(cfg), "seed": seed},
         RESUME_IGNORE,
         hint,
-        defaults=config.default_dict(type(cfg)),
+        defaults={**config.default_dict(type(cfg)), "din_attention": _din_attention(ckpt, path, cfg)},
     )
+
+
+def _din_attention(ckpt: dict, path: Path | str, cfg: Any) -> str:
+    """The --din_attention a checkpoint was trained with: a DIN file from before the flag holds a dot-product
+    DIN (sizes_of loads it as "dot"); for SIM and DIEN the flag changes nothing, so it never blocks them."""
+    sizes = sizes_of(ckpt["hyperparams"], path)
+    return sizes.din_attention if sizes.model_type == "din" else cfg.din_attention
 
 
 def _seq(value: Any) -> Any:

@@ -293,3 +293,34 @@ def test_other_bad_inputs(small, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--dataset_dir", str(small.path), "--gsu_topk", "10", "--long_seq_length", "5"])
     assert exit_info.value.code == 2 and "exceeds long_seq_length" in capsys.readouterr().err
+
+
+def _strip_din_attention(path: Path) -> None:
+    """Rewrite a checkpoint as one written before --din_attention existed (no field in flags or sizes)."""
+    from common import checkpoint
+
+    ckpt = checkpoint.load(path)
+    for part in ("config", "hyperparams"):
+        del ckpt[part]["din_attention"]
+    ckpt["checksum"] = checkpoint.checksum(ckpt)
+    torch.save(ckpt, path)
+
+
+@pytest.mark.parametrize("model_type", ["din", "sim"])
+def test_checkpoint_from_before_din_attention_resumes_as_dot(
+    small, tmp_path: Path, capsys, model_type
+) -> None:
+    """An old DIN checkpoint holds a dot-product DIN: resuming it under the new default (mlp) is refused
+    with the flag named, and resumes with --din_attention dot; old SIM checkpoints resume unchanged."""
+    ckpt = tmp_path / "ck.pt"
+    flags = ["--model_type", model_type, "--epochs", "1", "--global_batch_size", "128", "--no-evaluate_train",
+             "--save_checkpoint_path", str(ckpt)]  # fmt: skip
+    _train(small.path, tmp_path, *flags, "--din_attention", "dot" if model_type == "din" else "mlp")
+    _strip_din_attention(ckpt)
+    again = [*flags[:3], "2", *flags[4:], "--load_checkpoint_path", str(ckpt)]
+    if model_type == "din":
+        with pytest.raises(SystemExit):
+            _train(small.path, tmp_path, *again)
+        assert "--din_attention: 'dot' in the checkpoint, 'mlp' now" in capsys.readouterr().err
+        again += ["--din_attention", "dot"]
+    assert math.isfinite(_train(small.path, tmp_path, *again)["test_auc"])

@@ -27,12 +27,14 @@ from typing import Any
 
 import torch
 
+from common.errors import InputError
+
 _PREFIXES = ("module.", "_orig_mod.")
 Optimizers = torch.optim.Optimizer | Sequence[torch.optim.Optimizer]
 FORMAT = 2  # 2: recipe, dataset, checksum
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used as asked; the message names the file and what is wrong."""
 
 

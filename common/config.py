@@ -29,10 +29,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from common.errors import UsageError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A config value or preset key is wrong; the message names the field."""
 
 

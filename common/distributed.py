@@ -9,13 +9,13 @@ seed's `mpiexec -np N` / `horovodrun` (Open MPI, MPICH/Intel MPI and Horovod var
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from common.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -72,17 +72,25 @@ def adopt_launcher_env(environ: dict[str, str] | None = None) -> int:
             continue
         world = int(env[size])
         if world > 1 and local_rank not in env:
-            sys.exit(f"error: started by {launcher} ({size}={world}) but {local_rank} is not set, so the "
+            raise UsageError(f"started by {launcher} ({size}={world}) but {local_rank} is not set, so the "
                      "GPU of each process is unknown; launch with torchrun --nproc_per_node instead")  # fmt: skip
         if world > 1 and "MASTER_ADDR" not in env:
             if int(env.get(local_size, world)) != world:
-                sys.exit(f"error: {launcher} across nodes: pass MASTER_ADDR (the rank 0 host) and MASTER_PORT, "
+                raise UsageError(f"{launcher} across nodes: pass MASTER_ADDR (the rank 0 host) and MASTER_PORT, "
                          "e.g. mpiexec -x MASTER_ADDR=node0 -x MASTER_PORT=29500 ...")  # fmt: skip
             env["MASTER_ADDR"] = "127.0.0.1"
         env.setdefault("MASTER_PORT", "29500")
         env.update(RANK=env[rank], WORLD_SIZE=str(world), LOCAL_RANK=env.get(local_rank, "0"))
         return world
     return 1
+
+
+_BACKEND_USED: list[str | None] = [None]  # the one piece of module state: common.cli.run reads it at exit
+
+
+def used_backend() -> str | None:
+    """The backend of the process group this process created ('gloo' / 'nccl'), even after shutdown."""
+    return _BACKEND_USED[0]
 
 
 def init(device: str = "auto", timeout_s: float = 1800.0) -> DistEnv:
@@ -101,6 +109,7 @@ def init(device: str = "auto", timeout_s: float = 1800.0) -> DistEnv:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         kwargs = {"device_id": dev} if dev.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s), **kwargs)
+        _BACKEND_USED[0] = backend
     return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=dev)
 
 
@@ -175,40 +184,3 @@ def shard_range(total: int, env: DistEnv) -> tuple[int, int]:
     base, extra = divmod(total, env.world_size)
     start = env.rank * base + min(env.rank, extra)
     return start, start + base + (1 if env.rank < extra else 0)
-
-
-def strip_local_rank(argv: list[str]) -> list[str]:
-    """Remove `--local-rank=N` / `--local_rank N` (what torch.distributed.launch without --use-env appends) and
-    put N in LOCAL_RANK when the launcher did not, so entry points with their own argparse accept it too."""
-    out, i = [], 0
-    while i < len(argv):
-        arg = argv[i]
-        name, eq, value = arg.partition("=")
-        if name in ("--local-rank", "--local_rank"):
-            if not eq and i + 1 < len(argv):
-                value, i = argv[i + 1], i + 1
-            os.environ.setdefault("LOCAL_RANK", value)
-        else:
-            out.append(arg)
-        i += 1
-    return out
-
-
-def run_main(main: Callable[[], object]) -> None:
-    """The `python -m <recipe>.<entry>` call: run main(); a worker of a multi-process run then ends with
-    os._exit(0) after flushing stdio, skipping interpreter finalisation (errors still raise normally).
-
-    Why: gloo's worker threads release finished work objects, and with them the tensors of collectives,
-    asynchronously. If that happens while Python finalises, the thread needs the GIL for the tensors'
-    Python objects and dies with `terminate called without an active exception` (SIGABRT), so torchrun
-    reported a failed run after all output and checkpoints were written: ~1 in 12 two-rank CPU runs here
-    (gdb: ProcessGroupGloo::runLoop -> ~AsyncBarrierWork -> ~AsyncAllreduceWork -> decref_pyobject ->
-    take_gil -> pthread_exit). Extra barriers before destroy_process_group did not help (the barrier work
-    keeps the earlier works alive); not finalising does.
-    """
-    sys.argv[1:] = strip_local_rank(sys.argv[1:])
-    main()
-    if adopt_launcher_env() > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 import numpy as np
 import yaml
 
+from common.errors import InputError
+
 if TYPE_CHECKING:
     import torch
 
@@ -35,7 +37,7 @@ SECTIONS = ("feature_spec", "source_spec", "channel_spec", "metadata")  # the la
 _DTYPE_NAMES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
 
 
-class FeatureSpecError(ValueError):
+class FeatureSpecError(InputError):
     """A spec that cannot be loaded, validated or read; the message names the file, key and expectation."""
 
 

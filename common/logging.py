@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from common.errors import InputError, UsageError
+
 Step = str | tuple[int, ...] | list[int]
 
 
@@ -64,7 +66,7 @@ class JsonLogger:
             return
         if path is not None and str(path) not in ("", "."):  # `--log_path ''` (Path('') is '.'): no file
             if Path(path).is_dir():
-                raise ValueError(
+                raise UsageError(
                     f"--log_path {path} is a directory; give a file name, e.g. {Path(path) / 'log.json'}"
                 )
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +135,7 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
             if number == len(lines):
                 warnings.warn(f"{path}:{number}: skipping a cut-off last record ({e.msg})", stacklevel=2)
                 continue
-            raise ValueError(f"{path}:{number}: not a valid DLLL record ({e.msg})") from None
+            raise InputError(f"{path}:{number}: not a valid DLLL record ({e.msg})") from None
     return records
 
 

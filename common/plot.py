@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from common import cli
 from common.logging import read_log
 
 PANELS = (
@@ -90,4 +91,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

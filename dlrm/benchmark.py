@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import amp as amp_lib
-from common import distributed, kernels, throughput
+from common import cli, distributed, kernels, throughput
 from common.logging import JsonLogger
 from dlrm import data as dlrm_data
 from dlrm.lr_schedule import LrSchedule
@@ -337,4 +337,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

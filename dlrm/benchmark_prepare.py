@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from common import cli
 from common.logging import log_run
 
 # Per-feature vocabulary sizes: a few huge, several mid, many small features, like Criteo.
@@ -222,4 +223,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

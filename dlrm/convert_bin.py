@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import cli
 from common.feature_spec import FeatureSpec, smallest_int_dtype
 from common.logging import JsonLogger
 from common.output_dir import staging
@@ -137,4 +138,4 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

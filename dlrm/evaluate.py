@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from common import amp as amp_lib
-from common import distributed, kernels
+from common import cli, distributed, kernels
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
@@ -99,4 +99,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    distributed.run_main(main)
+    cli.run(main)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from common import checkpoint, output_dir
+from common import checkpoint, cli, output_dir
 from common.logging import log_run
 from dlrm import scoring
 from dlrm.model import DLRM, DlrmSizes
@@ -248,4 +248,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

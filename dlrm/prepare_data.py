@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from common import cli
 from common.logging import log_run
 from common.output_dir import no_space_message
 from dlrm.criteo_layout import dlrm_spec, find_input, plan_routes, write_spec
@@ -370,4 +371,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common import amp as amp_lib
-from common import checkpoint, config, distributed, throughput
+from common import checkpoint, cli, config, distributed, throughput
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
 from common.kernels import set_policy as set_kernel_policy
@@ -361,4 +361,4 @@ def summarize(state: dict, batch_size: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    distributed.run_main(main)
+    cli.run(main)

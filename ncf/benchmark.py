@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from common import amp as amp_lib
-from common import distributed, kernels, throughput
+from common import cli, distributed, kernels, throughput
 from common.logging import JsonLogger
 from ncf import data as ncf_data
 from ncf.checkpoints import load_model
@@ -205,4 +205,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

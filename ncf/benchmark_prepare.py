@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from common import cli
 from common.logging import log_run
 
 TARGET_SECONDS, TARGET_GB = 60.0, 4.0
@@ -157,4 +158,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import distributed
+from common import cli, distributed
 from common.logging import log_run
 from ncf import data as ncf_data
 from ncf import prepare_data, train
@@ -89,4 +89,4 @@ def reference_points(prepared: Path, syn, device: str) -> tuple[tuple[float, flo
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import distributed, kernels, throughput
+from common import cli, distributed, kernels, throughput
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from ncf import checkpoints as ncf_checkpoints
@@ -68,4 +68,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    distributed.run_main(main)
+    cli.run(main)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import cli
 from common.feature_spec import FeatureSpecError
 from common.logging import log_run
 from ncf.dataset_files import DATA_FILES, check_output, ncf_spec, publish
@@ -426,4 +427,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

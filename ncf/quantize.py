@@ -23,7 +23,7 @@ from typing import NoReturn
 import numpy as np
 import torch
 
-from common import checkpoint, kernels, throughput
+from common import checkpoint, cli, kernels, throughput
 from common.checkpoint import CheckpointError
 from common.distributed import DistEnv
 from common.feature_spec import FeatureSpecError
@@ -305,4 +305,4 @@ def format_table(summary: dict, batch_sizes: list[int], k: int) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -18,7 +18,7 @@ import time
 import torch
 
 from common import amp as amp_lib
-from common import checkpoint, config, distributed, throughput
+from common import checkpoint, cli, config, distributed, throughput
 from common.checkpoint import CheckpointError
 from common.feature_spec import FeatureSpecError
 from common.kernels import set_policy as set_kernel_policy
@@ -239,4 +239,4 @@ def _summary(state: dict, k: int, total_time: float) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    distributed.run_main(main)
+    cli.run(main)

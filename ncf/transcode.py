@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from common import cli
 from common.feature_spec import FeatureSpec, FeatureSpecError
 from common.logging import log_run
 from common.messages import shown
@@ -240,4 +241,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

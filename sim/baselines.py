@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from common import metrics
+from common import cli, metrics
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from sim import data as sim_data
@@ -96,4 +96,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

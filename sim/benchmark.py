@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from common import amp as amp_lib
-from common import distributed, kernels
+from common import cli, distributed, kernels
 from common.distributed import DistEnv
 from common.logging import JsonLogger
 from common.throughput import StepTimer, peak_memory_gib
@@ -124,4 +124,4 @@ def _time_training(model, data, args, cfg, env, amp) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

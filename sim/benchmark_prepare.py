@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import cli
 from common.logging import log_run
 
 BOOKS = {
@@ -253,4 +254,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from common import cli
 from common.feature_spec import FeatureSpec
 from common.logging import log_run
 from common.output_dir import staging
@@ -225,4 +226,4 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from common import amp as amp_lib
-from common import checkpoint, distributed, kernels
+from common import checkpoint, cli, distributed, kernels
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from sim import checkpoint_rules
@@ -80,4 +80,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    distributed.run_main(main)
+    cli.run(main)

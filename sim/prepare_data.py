@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from common import cli
 from common.logging import log_run
 from sim import parquet_output as out
 from sim.amazon_meta import read_metadata
@@ -274,4 +275,4 @@ def _write_dataset(
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

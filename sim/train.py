@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from common import amp as amp_lib
-from common import checkpoint, config, distributed
+from common import checkpoint, cli, config, distributed
 from common.feature_spec import FeatureSpecError
 from common.kernels import set_policy as set_kernel_policy
 from common.logging import JsonLogger
@@ -240,4 +240,4 @@ def _finish(log: JsonLogger, env, summary: dict[str, float]) -> dict[str, float]
 
 
 if __name__ == "__main__":
-    distributed.run_main(main)
+    cli.run(main)

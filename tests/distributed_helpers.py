@@ -29,10 +29,10 @@ def _entry(rank: int, fn: Callable, world_size: int, port: int, queue: Any, args
     )
     import torch
 
-    from common.distributed import run_main
+    from common import cli
 
     torch.set_num_threads(1)
-    run_main(lambda: queue.put((rank, fn(*args))))  # ends with os._exit: see run_main on gloo teardown
+    cli.run(lambda _argv: queue.put((rank, fn(*args))), [])  # ends with os._exit: see cli._exit (gloo)
 
 
 def run_distributed(fn: Callable, *args: Any, world_size: int = 2) -> list[Any]:

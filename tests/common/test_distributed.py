@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from common import distributed, metrics
+from common import cli, distributed, metrics
+from common.errors import UsageError
 from tests.distributed_helpers import run_distributed
 
 SERIES, CANDIDATES, K = 37, 11, 5  # 37 series over 2 ranks: uneven shards (19 + 18)
@@ -78,19 +79,19 @@ def test_shard_range_covers_everything_once() -> None:
             assert max(b - a for a, b in parts) - min(b - a for a, b in parts) <= 1
 
 
-@pytest.mark.parametrize("world_size", ["1", "2"])
-def test_run_main_flushes_and_exits_zero(world_size: str) -> None:
-    """Multi-process workers skip interpreter finalisation (os._exit) but still flush their output."""
+@pytest.mark.parametrize("backend", ["None", "'gloo'", "'nccl'"])
+def test_cli_run_flushes_and_exits_zero(backend: str) -> None:
+    """gloo workers skip interpreter finalisation (os._exit) but still flush their output."""
     code = (
         "import atexit, sys\n"
-        "from common.distributed import run_main\n"
+        "from common import cli, distributed\n"
         "atexit.register(lambda: print('finalised'))\n"
-        "run_main(lambda: print('done', end=''))\n"
+        f"distributed._BACKEND_USED[0] = {backend}  # what distributed.init records\n"
+        "cli.run(lambda argv: print('done', end=''), [])\n"
     )
-    env = {**os.environ, "WORLD_SIZE": world_size}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == ("done" if world_size == "2" else "donefinalised\n")
+    assert out.stdout == ("done" if backend == "'gloo'" else "donefinalised\n")
 
 
 @pytest.mark.parametrize(
@@ -118,22 +119,22 @@ def test_mpi_and_horovod_variables_become_torchrun_ones(launcher: dict, expected
 def test_mpi_launch_that_cannot_work_is_refused() -> None:
     two_nodes = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "0",
                  "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}  # fmt: skip
-    with pytest.raises(SystemExit, match="across nodes: pass MASTER_ADDR"):
+    with pytest.raises(UsageError, match="across nodes: pass MASTER_ADDR"):
         distributed.adopt_launcher_env(dict(two_nodes))
     env = {**two_nodes, "MASTER_ADDR": "node0"}
     assert distributed.adopt_launcher_env(env) == 4 and env["MASTER_ADDR"] == "node0"
-    with pytest.raises(SystemExit, match="MPI_LOCALRANKID is not set"):
+    with pytest.raises(UsageError, match="MPI_LOCALRANKID is not set"):
         distributed.adopt_launcher_env({"PMI_RANK": "0", "PMI_SIZE": "2"})
 
 
 def test_local_rank_argument_is_stripped_for_every_entry_point(monkeypatch) -> None:
-    """run_main removes torch.distributed.launch's --local-rank before an entry point's own argparse."""
+    """cli.run removes torch.distributed.launch's --local-rank before an entry point's own argparse."""
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert distributed.strip_local_rank(["--data", "d", "--local-rank=1", "-k", "5"]) == [
+    assert cli.strip_local_rank(["--data", "d", "--local-rank=1", "-k", "5"]) == [
         "--data",
         "d",
         "-k",
         "5",
     ]
     assert os.environ["LOCAL_RANK"] == "1"
-    assert distributed.strip_local_rank(["--local_rank", "1", "--x"]) == ["--x"]
+    assert cli.strip_local_rank(["--local_rank", "1", "--x"]) == ["--x"]

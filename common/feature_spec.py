@@ -2,6 +2,8 @@
 
 Owns the generic contract only: schema, load/save, structural validation and reading chunks into numpy.
 Which channels a recipe needs, and how many features each holds, is checked in that recipe's data.py.
+The per-format file readers live in common/chunk_readers.py, the dtype names in common/spec_dtypes.py,
+and common/tiny_dataset.py writes a small random dataset for any spec.
 torch is imported only by the functions that need it: the prep CLIs that import this module start in
 a fraction of the time (torch's import alone takes seconds).
 """
@@ -9,89 +11,43 @@ a fraction of the time (torch's import alone takes seconds).
 from __future__ import annotations
 
 import copy
-import itertools
-import math
 import os
-import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import yaml
 
-from common.errors import InputError
+from common.chunk_readers import CHUNK_TYPES, READERS, UNREAD_TYPES, ChunkLayout, read_file
+from common.spec_dtypes import (
+    FeatureSpecError,
+    dtype_name,
+    is_positive_int,
+    is_torch,
+    parse_dtype,
+    smallest_int_dtype,
+    to_torch_dtype,
+)
 
 if TYPE_CHECKING:
     import torch
 
-CHUNK_TYPES = ("torch_tensor", "npy", "split_binary", "csv", "parquet")
-# Chunk types NVIDIA's recipes write that are not read here, and what to do instead.
-UNREAD_TYPES = {
-    "tfrecord": "TFRecord (NVIDIA's SIM parquet_to_tfrecord.py output) is not read directly; convert it "
-    "once with python -m sim.convert_tfrecord --input DIR --output NEW_DIR",
-}
+# Re-exported: callers import these from here; they live in spec_dtypes / chunk_readers since the split.
+__all__ = [
+    "CHUNK_TYPES",
+    "SECTIONS",
+    "UNREAD_TYPES",
+    "FeatureSpec",
+    "FeatureSpecError",
+    "dtype_name",
+    "parse_dtype",
+    "smallest_int_dtype",
+    "to_torch_dtype",
+]
 SECTIONS = ("feature_spec", "source_spec", "channel_spec", "metadata")  # the last one is optional
-_DTYPE_NAMES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
-
-
-class FeatureSpecError(InputError):
-    """A spec that cannot be loaded, validated or read; the message names the file, key and expectation."""
-
-
-def parse_dtype(name: str) -> np.dtype:
-    """Normalise a spec dtype: NCF specs use torch spellings, DLRM and SIM numpy ones (as NVIDIA's do).
-
-    Only sized names are accepted, because 'float' is float32 to torch but float64 to numpy.
-    """
-    bare = name.removeprefix("torch.") if isinstance(name, str) else None
-    if bare in _DTYPE_NAMES:
-        return np.dtype(bare)
-    hint = " (it has no numpy equivalent)" if bare == "bfloat16" else ""
-    raise FeatureSpecError(f"unknown dtype {name!r}{hint}; expected one of {_DTYPE_NAMES}, or 'torch.' + one")
-
-
-def _is_torch(value: Any, kind: str) -> bool:
-    """isinstance(value, torch.<kind>) without importing torch: if nothing imported it, value is not one."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, getattr(torch, kind))
-
-
-def _as_numpy_dtype(dtype: np.dtype | torch.dtype | str) -> np.dtype:
-    return parse_dtype(
-        str(dtype) if isinstance(dtype, str) or _is_torch(dtype, "dtype") else np.dtype(dtype).name
-    )
-
-
-def dtype_name(dtype: np.dtype | torch.dtype | str) -> str:
-    """Numpy spelling ('int64'): the form to write into new specs, whatever the input used."""
-    return _as_numpy_dtype(dtype).name
-
-
-def to_torch_dtype(dtype: np.dtype | torch.dtype | str) -> torch.dtype:
-    import torch
-
-    return getattr(torch, _as_numpy_dtype(dtype).name)
-
-
-def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
-
-
-def smallest_int_dtype(cardinality: int) -> np.dtype:
-    """Narrowest signed int holding ids 0..cardinality-1; DLRM's categorical files use it to cut IO.
-
-    DLE took the first type whose max *exceeds* the cardinality (127 -> int16); only the largest id has to
-    fit, so 128 -> int8 here. Readers use the dtype declared in the spec, so files of either rule load.
-    """
-    if not _is_positive_int(cardinality):
-        raise FeatureSpecError(f"cardinality must be a positive integer, got {cardinality!r}")
-    for name in ("int8", "int16", "int32", "int64"):
-        if cardinality - 1 <= np.iinfo(name).max:
-            return np.dtype(name)
-    raise FeatureSpecError(f"cardinality {cardinality} does not fit in int64")
 
 
 def _plain(value: Any) -> Any:
@@ -100,9 +56,9 @@ def _plain(value: Any) -> Any:
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
-    if isinstance(value, (np.generic, np.ndarray)) or _is_torch(value, "Tensor"):
+    if isinstance(value, (np.generic, np.ndarray)) or is_torch(value, "Tensor"):
         return value.tolist()
-    if isinstance(value, (np.dtype, os.PathLike)) or _is_torch(value, "dtype"):
+    if isinstance(value, (np.dtype, os.PathLike)) or is_torch(value, "dtype"):
         return str(value)
     return value
 
@@ -206,7 +162,7 @@ class FeatureSpec:
             if "cardinality" in entry:
                 self._check_cardinality(f"{key}.cardinality", entry["cardinality"], allow_auto)
             dims = entry.get("dimensions", [1])
-            if not isinstance(dims, list) or not dims or not all(_is_positive_int(d) for d in dims):
+            if not isinstance(dims, list) or not dims or not all(is_positive_int(d) for d in dims):
                 self._fail(f"{key}.dimensions", f"expected a list of positive integers, got {dims!r}")
         for channel, names in self.channel_spec.items():
             self._check_features(f"channel_spec.{channel}", names, allow_empty=True)
@@ -216,7 +172,7 @@ class FeatureSpec:
     def _check_cardinality(self, key: str, value: Any, allow_auto: bool) -> Any:
         if value == "auto" and not allow_auto:
             self._fail(key, "'auto' is only valid in transcoder input; transcode to resolve it to an integer")
-        if value != "auto" and not _is_positive_int(value):
+        if value != "auto" and not is_positive_int(value):
             self._fail(key, f"expected a positive integer, got {value!r} ({type(value).__name__})")
         return value
 
@@ -315,18 +271,17 @@ class FeatureSpec:
         return {name: arrays[name] for name in wanted}
 
     def _read_chunk(self, key: str, chunk: dict, needed: list[str]) -> dict[str, np.ndarray]:
-        if chunk.get("type") not in _LOADERS:
+        if chunk.get("type") not in READERS:
             self._fail(f"{key}.type", f"expected one of {list(CHUNK_TYPES)}, got {chunk.get('type')!r}")
         features = chunk["features"]
         dims = {name: tuple(self._entry(name).get("dimensions", ())) for name in features}
         declared = {name: self.dtype(name) if "dtype" in self._entry(name) else None for name in features}
-        layout = _Layout(features, list(dims.values()), list(declared.values()), needed)
+        layout = ChunkLayout(features, list(dims.values()), list(declared.values()), needed)
         parts: dict[str, list[np.ndarray]] = {name: [] for name in needed}
         for i, path in enumerate(self.chunk_paths(chunk)):
             fkey = f"{key}.files[{i}]"
             try:
-                loaded = _LOADERS[chunk["type"]](path, layout)
-                loaded = _split_matrix(loaded, layout) if isinstance(loaded, np.ndarray) else loaded
+                loaded = read_file(chunk["type"], path, layout)
             except Exception as err:  # format libraries raise many types; all mean "this file is unusable"
                 self._fail(fkey, f"cannot read {path} as {chunk['type']}: {str(err).strip()}")
             for name in needed:
@@ -339,82 +294,3 @@ class FeatureSpec:
             col = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
             out[name] = col.reshape(len(col), *dims[name]) if dims[name] else col[:, 0]
         return out
-
-
-class _Layout(NamedTuple):
-    """A chunk as its loaders see it, resolved from the spec once per chunk."""
-
-    features: list[str]
-    dims: list[tuple[int, ...]]  # () for a scalar feature
-    dtypes: list[np.dtype | None]  # declared; None where the spec gives none
-    needed: list[str]
-
-    @property
-    def bounds(self) -> list[int]:  # feature k spans columns bounds[k]:bounds[k + 1] of a row
-        return [0, *itertools.accumulate(math.prod(d) for d in self.dims)]
-
-
-def _split_matrix(array: np.ndarray, layout: _Layout) -> dict[str, np.ndarray]:
-    """Column formats store a chunk as [N, columns], or [N] for one scalar feature."""
-    bounds = layout.bounds
-    if array.ndim == 0 or math.prod(array.shape[1:]) != bounds[-1]:
-        raise ValueError(f"shape {list(array.shape)}, expected [N, {bounds[-1]}] for {layout.features}")
-    matrix = array.reshape(array.shape[0], bounds[-1])
-    return {name: matrix[:, lo:hi] for name, lo, hi in zip(layout.features, bounds, bounds[1:])}
-
-
-# Loaders read one file into a [N, columns] matrix (column formats) or into {feature: [N, width]}.
-
-
-def _load_torch(path: Path, layout: _Layout) -> np.ndarray:
-    import torch
-
-    tensor = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"it holds a {type(tensor).__name__}, not a tensor")
-    return tensor.detach().numpy()
-
-
-def _load_split_binary(path: Path, layout: _Layout) -> np.ndarray:
-    dtypes = set(layout.dtypes)
-    if len(dtypes) != 1 or None in dtypes:
-        raise ValueError(f"its features need one shared declared dtype, got {layout.dtypes}")
-    dtype, width = dtypes.pop().newbyteorder("<"), layout.bounds[-1]
-    size, row_bytes = path.stat().st_size, width * dtype.itemsize
-    if size % row_bytes:
-        raise ValueError(f"{size} bytes is not a multiple of the row size {row_bytes} ({width} x {dtype})")
-    if size == 0:  # np.memmap refuses empty files
-        return np.empty((0, width), dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=(size // row_bytes, width))
-
-
-def _load_csv(path: Path, layout: _Layout) -> dict[str, np.ndarray]:
-    import pandas as pd  # lazy: only prep scripts and transcoders read csv
-
-    col_dtypes = [dt for dt, d in zip(layout.dtypes, layout.dims) for _ in range(math.prod(d))]
-    frame = pd.read_csv(path, header=None, dtype={c: dt for c, dt in enumerate(col_dtypes) if dt is not None})
-    if frame.shape[1] != len(col_dtypes):  # a ParserError's text already names the line
-        raise ValueError(f"it has {frame.shape[1]} columns, expected {len(col_dtypes)} for {layout.features}")
-    spans = zip(layout.features, layout.bounds, layout.bounds[1:])
-    return {name: frame.iloc[:, lo:hi].to_numpy() for name, lo, hi in spans}
-
-
-def _load_parquet(path: Path, layout: _Layout) -> dict[str, np.ndarray]:
-    import pyarrow.compute as pc  # lazy: pyarrow is slow to import and few datasets use it
-    import pyarrow.parquet as pq
-
-    table, out = pq.read_table(path, columns=layout.needed), {}
-    for name, dims in zip(layout.features, layout.dims):
-        if name in layout.needed:
-            values = pc.list_flatten(table.column(name)) if dims else table.column(name)
-            out[name] = values.to_numpy().reshape(table.num_rows, math.prod(dims))
-    return out
-
-
-_LOADERS: dict[str, Callable[[Path, _Layout], np.ndarray | dict[str, np.ndarray]]] = {
-    "torch_tensor": _load_torch,
-    "npy": lambda path, layout: np.load(path, mmap_mode="r"),
-    "split_binary": _load_split_binary,
-    "csv": _load_csv,
-    "parquet": _load_parquet,
-}

@@ -24,6 +24,7 @@ from common.feature_spec import (
     smallest_int_dtype,
     to_torch_dtype,
 )
+from common.tiny_dataset import write_tiny_dataset
 
 N_USERS, N_ITEMS, N_ROWS = 7, 11, 12
 
@@ -48,23 +49,9 @@ def ncf_spec_dict() -> dict:
     }
 
 
-def write_ncf_files(directory: Path, rows: int = N_ROWS) -> dict[str, dict[str, np.ndarray]]:
-    """Write the tensors ncf_spec_dict() points at; returns mapping -> feature -> array written."""
-    rng = np.random.default_rng(0)
-    written = {}
-    for mapping in ("test", "train"):
-        users = rng.integers(0, N_USERS, rows)
-        items = rng.integers(0, N_ITEMS, rows)
-        labels = rng.integers(0, 2, rows).astype(np.float32)
-        torch.save(torch.from_numpy(np.stack([users, items], axis=1)), directory / f"{mapping}_data_0.pt")
-        torch.save(torch.from_numpy(labels[:, None]), directory / f"{mapping}_data_1.pt")
-        written[mapping] = {"user": users, "item": items, "label": labels}
-    return written
-
-
 @pytest.fixture
 def ncf_dir(tmp_path: Path) -> Path:
-    write_ncf_files(tmp_path)
+    write_tiny_dataset(ncf_spec_dict(), tmp_path, N_ROWS)
     return tmp_path
 
 
@@ -85,9 +72,8 @@ def expect_error(path: Path, pattern: str, **kwargs: bool) -> None:
 
 def test_round_trip_keeps_sections_sorted_keys_and_relative_paths(tmp_path, monkeypatch):
     data_dir, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
-    data_dir.mkdir()
     elsewhere.mkdir()
-    written = write_ncf_files(data_dir)
+    written = write_tiny_dataset(ncf_spec_dict(), data_dir, N_ROWS).columns
     path = FeatureSpec.from_dict(ncf_spec_dict(), data_dir).to_yaml()
 
     assert path == data_dir / "feature_spec.yaml"

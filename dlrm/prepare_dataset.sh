@@ -9,7 +9,8 @@
 #
 # SRC is a directory holding the decompressed day_* files or train.txt, or a Kaggle-format file.
 # Nothing is downloaded: the Criteo logs are only given out after accepting Criteo's terms.
-# Environment: PYTHON (interpreter, default python). Does nothing if OUT_DIR/feature_spec.yaml exists.
+# Environment: PYTHON (interpreter, default python). Does nothing if OUT_DIR/feature_spec.yaml exists,
+# unless --overwrite is among the flags.
 set -euo pipefail
 
 usage() {
@@ -24,20 +25,10 @@ Get the data (after accepting Criteo's terms), then decompress it into SRC:
 EOF
 }
 
-case "${1:-}" in
-    -h | --help)
-        usage
-        exit 0
-        ;;
-esac
-if [[ $# -lt 2 ]]; then
-    usage
-    exit 2
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/../common/prepare_lib.sh"
+check_args 2 "$@"
 SRC="$1"
 OUT_DIR="$2"
-PYTHON="${PYTHON:-python}"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 if [[ ! -e "${SRC}" ]]; then
     echo "error: ${SRC} does not exist" >&2
@@ -53,11 +44,6 @@ if [[ -d "${SRC}" && ! -e "${SRC}/day_0" && ! -e "${SRC}/train.txt" ]]; then
     fi
     exit 2
 fi
-if [[ -f "${OUT_DIR}/feature_spec.yaml" ]]; then
-    echo "${OUT_DIR}/feature_spec.yaml exists: already prepared (delete it or pass --overwrite to dlrm.prepare_data)"
-    exit 0
-fi
+exit_if_prepared "${OUT_DIR}" "${@:3}"
 
-# The repository root on the path, so the script works from any directory without an install.
-export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
 exec "${PYTHON}" -m dlrm.prepare_data --input "${SRC}" --output "${OUT_DIR}" "${@:3}"

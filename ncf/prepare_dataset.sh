@@ -7,28 +7,26 @@
 #   ncf/prepare_dataset.sh ml-1m ~/data/ml-1m ~/cache/ml-1m --valid_negative 99
 #
 # Environment: NCF_DATA_URL (base URL, default https://files.grouplens.org/datasets/movielens),
-# PYTHON (interpreter, default python). Does nothing if OUT_DIR/feature_spec.yaml already exists.
+# PYTHON (interpreter, default python). Does nothing if OUT_DIR/feature_spec.yaml exists, unless --overwrite
+# is among the flags.
 set -euo pipefail
 
 usage() {
     echo "usage: $0 [ml-20m|ml-1m|ml-25m|ml-10m|ml-100k] [RAW_DIR=/data/NAME] [OUT_DIR=/data/cache/NAME] [prepare_data flags...]" >&2
 }
 
+source "$(dirname "${BASH_SOURCE[0]}")/../common/prepare_lib.sh"
+check_args 0 "$@"
 NAME="${1:-ml-20m}"
 RAW_DIR="${2:-/data/${NAME}}"
 OUT_DIR="${3:-/data/cache/${NAME}}"
 BASE_URL="${NCF_DATA_URL:-https://files.grouplens.org/datasets/movielens}"
-PYTHON="${PYTHON:-python}"
 
 # Official MD5s from DLE's verify_dataset.sh; none is known for certain for the others.
 case "${NAME}" in
     ml-1m) MD5="c4d9eecfca2ab87c1945afe126590906" ;;
     ml-20m) MD5="cd245b17a1ae2cc31bb14903e1204af3" ;;
     ml-25m | ml-10m | ml-100k) MD5="" ;;
-    -h | --help)
-        usage
-        exit 0
-        ;;
     *)
         echo "error: unknown dataset '${NAME}'" >&2
         usage
@@ -36,25 +34,11 @@ case "${NAME}" in
         ;;
 esac
 
-if [[ -f "${OUT_DIR}/feature_spec.yaml" ]]; then
-    echo "${OUT_DIR}/feature_spec.yaml exists: ${NAME} is already prepared"
-    exit 0
-fi
+exit_if_prepared "${OUT_DIR}" "${@:4}"
 
 ZIP="${RAW_DIR}/${NAME}.zip"
 if [[ ! -f "${ZIP}" ]]; then
-    mkdir -p "${RAW_DIR}"
-    trap 'rm -f "${ZIP}.part"' EXIT
-    echo "downloading ${BASE_URL}/${NAME}.zip -> ${ZIP}"
-    if command -v curl >/dev/null 2>&1; then
-        curl -fL --retry 3 -o "${ZIP}.part" "${BASE_URL}/${NAME}.zip"
-    elif command -v wget >/dev/null 2>&1; then
-        wget -O "${ZIP}.part" "${BASE_URL}/${NAME}.zip"
-    else
-        echo "error: neither curl nor wget is installed; download ${BASE_URL}/${NAME}.zip to ${ZIP}" >&2
-        exit 1
-    fi
-    mv "${ZIP}.part" "${ZIP}"
+    fetch "${BASE_URL}/${NAME}.zip" "${ZIP}"
 fi
 
 if [[ -n "${MD5}" ]]; then

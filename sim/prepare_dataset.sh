@@ -17,22 +17,13 @@ usage() {
     echo "usage: $0 AMAZON_DIR OUT_DIR [prepare_data flags...]" >&2
 }
 
-case "${1:-}" in
-    -h | --help)
-        usage
-        exit 0
-        ;;
-esac
-if [[ $# -lt 2 ]]; then
-    usage
-    exit 2
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/../common/prepare_lib.sh"
+check_args 2 "$@"
 
 AMAZON_DIR="$1"
 OUT_DIR="$2"
 shift 2
 BASE_URL="${SIM_DATA_URL:-http://snap.stanford.edu/data/amazon/productGraph/categoryFiles}"
-PYTHON="${PYTHON:-python}"
 
 download() {  # download NAME.json.gz into AMAZON_DIR unless NAME.json or NAME.json.gz is there
     local name="$1"
@@ -41,25 +32,10 @@ download() {  # download NAME.json.gz into AMAZON_DIR unless NAME.json or NAME.j
         echo "${name}: present in ${AMAZON_DIR}"
         return
     fi
-    mkdir -p "${AMAZON_DIR}"
-    echo "downloading ${BASE_URL}/${name}.json.gz -> ${target}"
-    trap 'rm -f "${target}.part"' EXIT
-    if command -v curl >/dev/null 2>&1; then
-        curl -fL --retry 3 -o "${target}.part" "${BASE_URL}/${name}.json.gz"
-    elif command -v wget >/dev/null 2>&1; then
-        wget -O "${target}.part" "${BASE_URL}/${name}.json.gz"
-    else
-        echo "error: neither curl nor wget is installed; download ${BASE_URL}/${name}.json.gz to ${target}" >&2
-        exit 1
-    fi
-    mv "${target}.part" "${target}"
-    trap - EXIT
+    fetch "${BASE_URL}/${name}.json.gz" "${target}"
 }
 
-if [[ -f "${OUT_DIR}/feature_spec.yaml" && " $* " != *" --overwrite "* ]]; then
-    echo "${OUT_DIR}/feature_spec.yaml exists: already prepared (pass --overwrite to redo)"
-    exit 0
-fi
+exit_if_prepared "${OUT_DIR}" "$@"
 
 download reviews_Books
 download meta_Books

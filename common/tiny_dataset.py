@@ -36,32 +36,42 @@ class TinyDataset:
 def write_tiny_dataset(
     spec: FeatureSpec | Mapping,
     directory: str | os.PathLike,
-    rows: int | Mapping[str, int],
+    rows: int | Mapping[str, int] | None = None,
     *,
     seed: int = 0,
     label: str | None = None,
+    given: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> TinyDataset:
     """Write every source_spec mapping of `spec` under `directory` (chunk paths are relative to it) and
     `directory`/feature_spec.yaml; refuse, before writing anything, a spec its readers could not read back.
 
-    rows: rows per mapping (one int for all). Values stay in each feature's cardinality (ids 0..card-1)
-    and dtype. label: a scalar feature whose values are drawn as Bernoulli(sigmoid(logit)), the logit a sum
-    of fixed random weights of the other features' ids (categorical) and values (float), the same weights in
-    every mapping. Never overwrites: an existing spec or data file is an error.
+    rows: rows per mapping (one int for all; a mapping left out takes the length of its `given` arrays).
+    Values stay in each feature's cardinality (ids 0..card-1) and dtype. label: a scalar feature whose
+    values are drawn as Bernoulli(sigmoid(logit)), the logit a sum of fixed random weights of the other
+    features' ids (categorical) and values (float), the same weights in every mapping. given: mapping ->
+    feature -> [N] or [N, *dimensions] values to write instead of random ones (a recipe's own generator,
+    whose rows must follow rules a spec cannot state), cast to the declared dtype after the cardinality
+    check. Never overwrites: an existing spec or data file is an error.
     """
     directory = Path(directory)
     raw = spec.to_dict() if isinstance(spec, FeatureSpec) else dict(spec)
     spec = FeatureSpec.from_dict(raw, directory)
     spec.validate(check_files=False)  # 'auto' cardinalities and structural problems fail here
-    counts = {m: rows if isinstance(rows, int) else rows.get(m) for m in spec.source_spec}
+    given = {m: dict(cols) for m, cols in (given or {}).items()}
+    counts = {m: _rows(rows, m, given.get(m)) for m in spec.source_spec}
     _check_writable(spec, counts, label)
+    _check_given(spec, counts, given, label)
     seeds = np.random.SeedSequence(seed).spawn(len(counts) + 1)
     weights = _weights(spec, label, np.random.default_rng(seeds[0])) if label else {}
     columns, probability = {}, {}
     for (mapping, n), mapping_seed in zip(counts.items(), seeds[1:]):
         rng = np.random.default_rng(mapping_seed)
         stored = [name for chunk in spec.source_spec[mapping] for name in chunk["features"]]
-        columns[mapping] = {name: _values(spec, name, n, rng) for name in stored}
+        mine = given.get(mapping, {})
+        columns[mapping] = {
+            name: mine[name].astype(spec.dtype(name)) if name in mine else _values(spec, name, n, rng)
+            for name in stored
+        }
         if label in columns[mapping]:
             probability[mapping] = _plant(spec, columns[mapping], label, weights, rng)
     directory.mkdir(parents=True, exist_ok=True)
@@ -75,6 +85,38 @@ def write_tiny_dataset(
 
 def _dims(spec: FeatureSpec, name: str) -> tuple[int, ...]:
     return tuple(spec.feature_spec[name].get("dimensions", ()))
+
+
+def _rows(rows: int | Mapping[str, int] | None, mapping: str, given: dict | None) -> int | None:
+    if isinstance(rows, int) or (rows is not None and mapping in rows):
+        return rows if isinstance(rows, int) else rows[mapping]
+    return len(next(iter(given.values()))) if given else None
+
+
+def _check_given(
+    spec: FeatureSpec, counts: dict[str, int], given: dict[str, dict], label: str | None
+) -> None:
+    where = f"{spec.base_directory}: tiny dataset: given"
+    for mapping, cols in given.items():
+        if mapping not in spec.source_spec:
+            raise FeatureSpecError(
+                f"{where}[{mapping!r}]: the spec has no such mapping; it has {list(counts)}"
+            )
+        stored = [name for chunk in spec.source_spec[mapping] for name in chunk["features"]]
+        for name, values in cols.items():
+            key, want = f"{where}[{mapping!r}][{name!r}]", (counts[mapping], *_dims(spec, name))
+            if name not in stored or name == label:
+                raise FeatureSpecError(
+                    f"{key}: not a stored feature of {mapping} (or it is the planted label)"
+                )
+            values = cols[name] = np.asarray(values)
+            if values.shape != want:
+                raise FeatureSpecError(f"{key}: shape {list(values.shape)}, expected {list(want)}")
+            card = spec.feature_spec[name].get("cardinality")
+            if card is not None and values.size and (values.min() < 0 or values.max() >= card):
+                raise FeatureSpecError(
+                    f"{key}: ids [{values.min()}, {values.max()}] outside the cardinality [0, {card})"
+                )
 
 
 def _check_writable(spec: FeatureSpec, counts: dict[str, int | None], label: str | None) -> None:

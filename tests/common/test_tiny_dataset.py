@@ -135,6 +135,47 @@ def test_planted_label_is_learnable_across_mappings(tmp_path: Path) -> None:
     assert roc_auc(torch.from_numpy(score), torch.from_numpy(test["label"])) > 0.65
 
 
+def test_given_values_are_written_as_given(tmp_path: Path) -> None:
+    """A recipe's own rows (here: float32 numbers for float16 features, int64 ids) go in cast, the rest random;
+    rows of a mapping left out of `rows` come from its given arrays."""
+    rng = np.random.default_rng(0)
+    given = {
+        "train": {
+            "num_0": rng.random(30, dtype=np.float32),
+            "cat_2": np.arange(30) * 10,
+            "label": np.ones(30),
+        },
+        "test": {"cat_0": np.arange(12) % 5},
+    }
+    written = write_tiny_dataset(dlrm_like_spec(), tmp_path, {"train": 30}, given=given)
+    read = written.spec.read_mapping("train")
+    np.testing.assert_array_equal(read["num_0"], given["train"]["num_0"].astype(np.float16))
+    np.testing.assert_array_equal(read["cat_2"], np.arange(30) * 10)
+    assert read["cat_2"].dtype == np.int16 and read["label"].dtype == np.bool_ and read["label"].all()
+    assert len(written.spec.read_mapping("test")["num_1"]) == 12
+
+
+@pytest.mark.parametrize(
+    ("given", "pattern"),
+    [
+        (
+            {"train": {"cat_0": np.arange(10)}},
+            r"given\['train'\]\['cat_0'\]: ids \[0, 9\] outside the cardinality \[0, 5\)",
+        ),
+        ({"train": {"cat_1": np.zeros((10, 2))}}, r"'cat_1'\]: shape \[10, 2\], expected \[10\]"),
+        ({"valid": {"cat_1": np.zeros(10)}}, r"given\['valid'\]: the spec has no such mapping"),
+        (
+            {"train": {"label": np.zeros(10)}},
+            r"'label'\]: not a stored feature of train \(or it is the planted label\)",
+        ),
+    ],
+)
+def test_refuses_bad_given_values(tmp_path: Path, given: dict, pattern: str) -> None:
+    with pytest.raises(FeatureSpecError, match=pattern):
+        write_tiny_dataset(dlrm_like_spec(), tmp_path / "out", 10, label="label", given=given)
+    assert not (tmp_path / "out").exists()
+
+
 def _mutated(change) -> dict:
     d = copy.deepcopy(dlrm_like_spec())
     change(d)

@@ -93,19 +93,19 @@ def load_split(
     """Rows [start, stop) of `split` (default: all) -> SplitData on `device`, values checked on the way."""
     total = split_length(spec, split)
     start, stop = shard if shard is not None else (0, total)
-    u, f, t = len(schema.user), len(schema.target), schema.history_length
-    columns = _column_slots(schema, negative_length)
-    table = np.empty((stop - start, 1 + u + f + (t + negative_length) * f), dtype=np.int32)
-    writer = RowWriter(spec, schema, table, columns, start, stop, negative_length)
+    writer = RowWriter(schema, start, stop, negative_length)
     chunks = spec.source_spec[split]
     if all(chunk["type"] == "parquet" for chunk in chunks):
         for c, chunk in enumerate(chunks):
             read_parquet_chunk(spec, f"source_spec.{split}[{c}]", chunk, writer, total, show)
     else:
-        arrays = spec.read_mapping(split, list(columns))
+        arrays = spec.read_mapping(split, list(writer.columns))
         for name, values in arrays.items():
             writer.put(name, values[start:stop], 0, f"source_spec.{split}")
-    return SplitData(torch.from_numpy(table).to(device), u, f, t, negative_length, total, start)
+    rows = torch.from_numpy(writer.table).to(device)
+    return SplitData(
+        rows, len(schema.user), len(schema.target), schema.history_length, negative_length, total, start
+    )
 
 
 def load_shards(
@@ -135,11 +135,14 @@ def _column_slots(schema: SimSchema, negative_length: int) -> dict[str, tuple[st
 
 
 class RowWriter:
-    """Checks one feature's values (range, label values, left padding) and writes them into the table."""
+    """The row table of split rows [start, stop) (SplitData.rows, on the host): checks one feature's values
+    (range, label values, left padding) and writes them into their columns."""
 
-    def __init__(self, spec, schema, table, columns, start, stop, negative_length) -> None:
-        self.spec, self.table, self.columns, self.start, self.stop = spec, table, columns, start, stop
-        self.features, self.negative_length = len(schema.target), negative_length
+    def __init__(self, schema: SimSchema, start: int, stop: int, negative_length: int) -> None:
+        u, f, t = len(schema.user), len(schema.target), schema.history_length
+        self.table = np.empty((stop - start, 1 + u + f + (t + negative_length) * f), dtype=np.int32)
+        self.columns = _column_slots(schema, negative_length)
+        self.start, self.stop, self.features, self.negative_length = start, stop, f, negative_length
         self.limits = dict(zip(schema.user + schema.target + schema.positive + schema.negative,
                                schema.user_cardinalities + 3 * schema.item_cardinalities))  # fmt: skip
         self.item_id = schema.positive[0]

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         splits = {
             name: run.splits[name] for name in ("train", "test") if cfg.evaluate_train or name == "test"
         }
-        scores = lambda: evaluate_splits(run.model, splits, env, local_batch, amp, show)  # noqa: E731
+        scores = partial(evaluate_splits, run.model, splits, env, local_batch, amp, show)
         save = _checkpointer(cfg, env, run, optimizers, amp.scaler)
         _fit(loop, run.state, cfg.epochs, env, scores, save)
     return entry.finish(env, log, _summary(run.state.history))
@@ -131,7 +133,8 @@ def _setup(cfg: SimConfig, env: DistEnv) -> Run:
     names = ("train",) if cfg.mode == "inference" or cfg.benchmark else ("train", "test")
     splits = sim_data.load_shards(spec, schema, names, sizes, env, negatives=cfg.mode == "train",
                                   show=cfg.progress and env.is_main)  # fmt: skip
-    steps = _epoch_steps(splits["train"], cfg.global_batch_size // env.world_size, cfg.drop_remainder, env)
+    local_batch = cfg.global_batch_size // env.world_size
+    steps = _epoch_steps(splits["train"], local_batch, cfg.drop_remainder, env) if cfg.mode == "train" else []
     resume = ckpt if resuming else None
     state = checkpoint_rules.resume_state(resume, seed)
     facts = checkpoint_rules.dataset_facts(schema)
@@ -214,7 +217,7 @@ def _benchmark(loop: EpochLoop, state: SimState, env: DistEnv, one_pass: bool) -
 
 
 @contextmanager
-def _fails_cleanly(save_path, results_dir, log: JsonLogger) -> Iterator[None]:
+def _fails_cleanly(save_path: Path | None, results_dir: Path, log: JsonLogger) -> Iterator[None]:
     """A diverged run (NaN/inf loss or logits) or a full disk ends as a RunError (one error line, exit 1);
     the last good checkpoint stays (checkpoints are written atomically, never with NaN weights)."""
     try:

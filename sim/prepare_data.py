@@ -61,6 +61,12 @@ class _Clock:
         return "stages: " + ", ".join(f"{k} {w:.1f} s (cpu {c:.1f} s)" for k, (w, c) in self.stages.items())
 
 
+MINIMA = {  # the smallest value each count flag accepts
+    "max_sequence_length": 1, "shortest_sequence_for_user": 1, "shortest_sequence_for_training": 0,
+    "prebatch_train_size": 0, "prebatch_test_size": 0, "rows_per_part": 1, "metadata_loader_n_proc": 1,
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PrepareConfig:
     amazon_dataset_path: Path | None = flag(
@@ -95,7 +101,7 @@ class PrepareConfig:
     log_path: Path | None = flag(None, "DLLogger JSON log of the run (None = none)")
 
     def validate(self) -> None:
-        """The same checks (and words) as the seed's argparse: every problem in one line."""
+        """Every bad value in one line (common.config.parse shows it as argparse's usage error, exit 2)."""
         if missing := [f"--{n}" for n in ("amazon_dataset_path", "output_path") if getattr(self, n) is None]:
             raise ValueError(f"the following arguments are required: {', '.join(missing)}")
         problems = [
@@ -111,19 +117,8 @@ class PrepareConfig:
             raise ValueError("; ".join(problems))
 
 
-MINIMA = {
-    "max_sequence_length": 1, "shortest_sequence_for_user": 1, "shortest_sequence_for_training": 0,
-    "prebatch_train_size": 0, "prebatch_test_size": 0, "rows_per_part": 1, "metadata_loader_n_proc": 1,
-}  # fmt: skip
-
-
-def parse_args(argv: list[str] | None = None) -> PrepareConfig:
-    """The flags as a PrepareConfig (argparse's usage error, exit 2, for a bad one)."""
-    return config.parse(PrepareConfig, argv, prog="python -m sim.prepare_data", description=__doc__)
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    cfg = parse_args(argv)
+    cfg = config.parse(PrepareConfig, argv, prog="python -m sim.prepare_data", description=__doc__)
     start = time.perf_counter()
     clock = _Clock()  # per-stage times for the summary and sim.benchmark_prepare
     try:

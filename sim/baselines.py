@@ -11,21 +11,23 @@ so the model sees only the user and the target item: what the history adds is mo
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from common import cli, metrics
+from common import cli, config, metrics
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from sim import data as sim_data
+from sim.config import flag
 
 
 def popularity(dataset_dir: Path, spec_file: str = "feature_spec.yaml") -> dict[str, float]:
@@ -64,35 +66,38 @@ def blank_histories(dataset_dir: Path, out_dir: Path, spec_file: str = "feature_
                 pq.write_table(table, out_dir / name)
 
 
+@dataclass(frozen=True)
+class BaselinesConfig:
+    dataset_dir: Path | None = flag(None, "prepared dataset (required)")
+    baseline: Literal["popularity", "no_history"] | None = flag(None, "which baseline (required)")
+    feature_spec: str = flag("feature_spec.yaml", "spec file name inside --dataset_dir")
+    log_path: Path | None = flag(None, "popularity: DLLogger JSON log")
+
+    def validate(self) -> None:
+        if missing := [f"--{name}" for name in ("dataset_dir", "baseline") if getattr(self, name) is None]:
+            raise ValueError(f"the following arguments are required: {', '.join(missing)}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="python -m sim.baselines", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset_dir", type=Path, required=True, help="prepared dataset (required)")
-    parser.add_argument("--baseline", choices=("popularity", "no_history"), required=True)
-    parser.add_argument("--feature_spec", default="feature_spec.yaml", help="(default: feature_spec.yaml)")
-    parser.add_argument(
-        "--log_path", type=Path, default=None, help="popularity: DLLogger JSON log (default: None)"
+    cfg = config.parse(
+        BaselinesConfig, own, prog="python -m sim.baselines", description=__doc__.split("\n\n")[0]
     )
-    args = parser.parse_args(own)
-    try:
-        if args.baseline == "popularity":
-            result = popularity(args.dataset_dir, args.feature_spec)
-            log = JsonLogger(args.log_path, metadata={k: {"format": ":.5f"} for k in result})
-            log.parameters({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
-            log.summary(result)
-            log.close()
-            return result
-        from sim import train  # noqa: PLC0415 - only this baseline trains
+    if cfg.baseline == "popularity":
+        result = popularity(cfg.dataset_dir, cfg.feature_spec)
+        log = JsonLogger(cfg.log_path, metadata={k: {"format": ":.5f"} for k in result})
+        log.parameters(config.to_dict(cfg))
+        log.summary(result)
+        log.close()
+        return result
+    from sim import train  # noqa: PLC0415 - only this baseline trains
 
-        with tempfile.TemporaryDirectory(prefix="sim_no_history_") as tmp:
-            blank = Path(tmp, "data")
-            blank_histories(args.dataset_dir, blank, args.feature_spec)
-            return train.main([*train_args, "--dataset_dir", str(blank), "--feature_spec", args.feature_spec])
-    except (FeatureSpecError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    with tempfile.TemporaryDirectory(prefix="sim_no_history_") as tmp:
+        blank = Path(tmp, "data")
+        blank_histories(cfg.dataset_dir, blank, cfg.feature_spec)
+        return train.main([*train_args, "--dataset_dir", str(blank), "--feature_spec", cfg.feature_spec])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ lists the ones that do not). An existing checkpoint is only replaced by the run 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ import torch
 from common import checkpoint, config
 from common.checkpoint import CheckpointError
 from common.messages import shown
-from sim.data import SimSchema
+from common.train_state import TrainState
 from sim.models import SimSizes, build_model
+from sim.schema import SimSchema
 
 RECIPE = "sim"
 # Flags that cannot change the trained weights or metrics: where data/logs/checkpoints live, what is shown
@@ -42,11 +44,35 @@ def dataset_facts(schema: SimSchema) -> dict[str, Any]:
     }
 
 
+@dataclass
+class SimState(TrainState):
+    """sim.train's progress (a checkpoint's `progress`): common's counters plus the run's seed, from which
+    every epoch's shuffle and dropout masks derive, so a resumed epoch replays the same order."""
+
+    seed: int = 0
+
+
+def resume_state(ckpt: dict | None, seed: int) -> SimState:
+    """Where a run starts: the checkpoint's progress (any earlier one: those held only epoch and history,
+    the other fields start from their defaults) or a fresh run's; the seed is this run's (the same as
+    the checkpoint's: check_resume refuses another)."""
+    progress = (ckpt.get("progress") or {}) if ckpt is not None else {}
+    return SimState.from_progress({**progress, "seed": seed})
+
+
 def load(path: Path) -> dict:
-    """The checkpoint; one CheckpointError for a foreign, corrupt or other-recipe file."""
+    """The checkpoint; one CheckpointError for a missing, foreign, corrupt or other-recipe file."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
     ckpt = checkpoint.load(path, recipe=RECIPE)
     sizes_of(ckpt["hyperparams"], path)
     return ckpt
+
+
+def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
+    """(the checkpoint's model on CPU with its weights, the checkpoint dict), refused as `load` refuses."""
+    ckpt = load(path)
+    return checkpoint.model_from(ckpt, model_builder(path), path, "a SIM model"), ckpt
 
 
 def model_builder(path: Path | str) -> Callable[[dict], torch.nn.Module]:

@@ -15,10 +15,10 @@ load): ~850 rows/s unbatched (Python per record), ~3,500 rows/s prebatched by 40
 
 from __future__ import annotations
 
-import argparse
 import struct
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +26,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from common import cli
+from common import cli, config
+from common.errors import InputError
 from common.feature_spec import FeatureSpec
 from common.logging import log_run
 from common.output_dir import staging
+from sim.config import flag
 
 MAX_ID = 2**31 - 1
 
 
-class ConvertError(ValueError):
+class ConvertError(InputError):
     """Bad input: the message names the file, record and feature."""
 
 
@@ -168,61 +170,76 @@ def convert_file(path: Path, out: Path, features: list[str], spec: dict) -> int:
     return len(arrays[0])
 
 
+@dataclass(frozen=True)
+class ConvertConfig:
+    input: Path | None = flag(None, "NVIDIA's TFRecord dataset dir (required)")
+    feature_spec: str = flag("feature_spec.yaml", "spec file inside --input")
+    output: Path | None = flag(None, "new dataset directory (required)")
+    overwrite: bool = flag(False, "replace an existing non-empty --output")
+    log_path: Path | None = flag(None, "DLLogger JSON log")
+
+    def validate(self) -> None:
+        if missing := [f"--{name}" for name in ("input", "output") if getattr(self, name) is None]:
+            raise ValueError(f"the following arguments are required: {', '.join(missing)}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, int]:
-    p = argparse.ArgumentParser(prog="python -m sim.convert_tfrecord", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", type=Path, required=True, help="NVIDIA's TFRecord dataset dir (required)")
-    p.add_argument("--feature_spec", default="feature_spec.yaml", help="spec file inside --input")
-    p.add_argument("--output", type=Path, required=True, help="new dataset directory (required)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output")
-    p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log (default: None)")
-    args = p.parse_args(argv)
-    spec_path = args.input / args.feature_spec
-    rows: dict[str, int] = {}
+    cfg = config.parse(
+        ConvertConfig, argv, prog="python -m sim.convert_tfrecord", description=__doc__.split("\n\n")[0]
+    )
+    spec_path = cfg.input / cfg.feature_spec
     try:
-        try:
-            nv = yaml.safe_load(spec_path.read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ConvertError(f"{spec_path}: cannot read the feature spec ({e})") from None
-        features_spec = nv.get("feature_spec") or {}
-        sources = {}
-        for split, chunks in (nv.get("source_spec") or {}).items():
-            if not chunks or any(c.get("type") != "tfrecord" for c in chunks):
-                raise ConvertError(f"{spec_path}: source_spec.{split} must hold tfrecord chunks")
-            sources[split] = chunks
-        with staging(args.output, args.overwrite, ConvertError, inputs=[args.input]) as tmp:
-            files: dict[str, list[str]] = {}
-            for split, chunks in sources.items():
-                (tmp / split).mkdir()
-                files[split], rows[split] = [], 0
-                for chunk in chunks:
-                    names = list(chunk["features"])
-                    if unknown := [n for n in names if n not in features_spec]:
-                        raise ConvertError(
-                            f"{spec_path}: source_spec.{split}: features {unknown} not in feature_spec"
-                        )
-                    for name in chunk["files"]:
-                        part = f"{split}/part_{len(files[split])}.parquet"
-                        rows[split] += convert_file(args.input / name, tmp / part, names, features_spec)
-                        files[split].append(part)
-            new_features = {n: {**v, "dtype": "bool" if v.get("dtype") == "bool" else "int32"}
-                            for n, v in features_spec.items()}  # fmt: skip
-            columns = list(next(iter(sources.values()))[0]["features"])
-            source = {s: [{"type": "parquet", "features": columns, "files": f}] for s, f in files.items()}
-            metadata = {
-                **(nv.get("metadata") or {}),
-                "converted_from": str(args.input.absolute()),
-                "rows": rows,
-            }
-            out = {"feature_spec": new_features, "source_spec": source, "channel_spec": nv.get("channel_spec"),
-                   "metadata": metadata}  # fmt: skip
-            FeatureSpec.from_dict(out, tmp).to_yaml(tmp / "feature_spec.yaml")
-            FeatureSpec.from_yaml(tmp / "feature_spec.yaml")  # structural check, files included
-    except (ConvertError, OSError, KeyError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"converted {args.input}: " + ", ".join(f"{s} {n} rows" for s, n in rows.items()) + f" -> {args.output}",
+        rows = convert(cfg.input, spec_path, cfg.output, cfg.overwrite)
+    except OSError as e:  # a missing or unreadable input file (a full disk is a ConvertError from staging)
+        raise ConvertError(str(e)) from None
+    except (KeyError, TypeError) as e:
+        raise ConvertError(
+            f"{spec_path}: not a feature spec of tfrecord chunks ({type(e).__name__}: {e})"
+        ) from None
+    print(f"converted {cfg.input}: " + ", ".join(f"{s} {n} rows" for s, n in rows.items()) + f" -> {cfg.output}",
           file=sys.stderr)  # fmt: skip
-    return log_run(args.log_path, args, {f"{s}_rows": n for s, n in rows.items()})
+    return log_run(cfg.log_path, config.to_dict(cfg), {f"{s}_rows": n for s, n in rows.items()})
+
+
+def convert(source: Path, spec_path: Path, output: Path, overwrite: bool) -> dict[str, int]:
+    """Every split of the dataset at `source` (described by `spec_path`) into `output`, published
+    atomically; returns the rows per split."""
+    try:
+        nv = yaml.safe_load(spec_path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConvertError(f"{spec_path}: cannot read the feature spec ({e})") from None
+    features_spec = nv.get("feature_spec") or {}
+    sources = {}
+    for split, chunks in (nv.get("source_spec") or {}).items():
+        if not chunks or any(c.get("type") != "tfrecord" for c in chunks):
+            raise ConvertError(f"{spec_path}: source_spec.{split} must hold tfrecord chunks")
+        sources[split] = chunks
+    rows: dict[str, int] = {}
+    with staging(output, overwrite, ConvertError, inputs=[source]) as tmp:
+        files: dict[str, list[str]] = {}
+        for split, chunks in sources.items():
+            (tmp / split).mkdir()
+            files[split], rows[split] = [], 0
+            for chunk in chunks:
+                names = list(chunk["features"])
+                if unknown := [n for n in names if n not in features_spec]:
+                    raise ConvertError(
+                        f"{spec_path}: source_spec.{split}: features {unknown} not in feature_spec"
+                    )
+                for name in chunk["files"]:
+                    part = f"{split}/part_{len(files[split])}.parquet"
+                    rows[split] += convert_file(source / name, tmp / part, names, features_spec)
+                    files[split].append(part)
+        new_features = {n: {**v, "dtype": "bool" if v.get("dtype") == "bool" else "int32"}
+                        for n, v in features_spec.items()}  # fmt: skip
+        columns = list(next(iter(sources.values()))[0]["features"])
+        source_spec = {s: [{"type": "parquet", "features": columns, "files": f}] for s, f in files.items()}
+        metadata = {**(nv.get("metadata") or {}), "converted_from": str(source.absolute()), "rows": rows}
+        out = {"feature_spec": new_features, "source_spec": source_spec, "channel_spec": nv.get("channel_spec"),
+               "metadata": metadata}  # fmt: skip
+        FeatureSpec.from_dict(out, tmp).to_yaml(tmp / "feature_spec.yaml")
+        FeatureSpec.from_yaml(tmp / "feature_spec.yaml")  # structural check, files included
+    return rows
 
 
 if __name__ == "__main__":

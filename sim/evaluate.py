@@ -9,74 +9,72 @@ shard; scores and labels are gathered for an exact AUC, so 1 and N ranks give th
 
 from __future__ import annotations
 
-import argparse
-import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from common import amp as amp_lib
-from common import checkpoint, cli, distributed, kernels
-from common.feature_spec import FeatureSpecError
-from common.logging import JsonLogger
+from common import cli, config, entry
+from common.distributed import DistEnv
+from common.errors import RunError
+from common.kernels import HELP as KERNELS_HELP
 from sim import checkpoint_rules
 from sim import data as sim_data
-from sim.scoring import check_compatible, evaluate
-
-
-def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
-    """(model on CPU with the checkpoint's weights, checkpoint dict); another recipe's file is refused."""
-    build = checkpoint_rules.model_builder(path)
-    return checkpoint.load_model(path, build, recipe=checkpoint_rules.RECIPE, what="a SIM model")
-
+from sim.config import flag
+from sim.scoring import check_compatible, evaluate_splits
 
 METRICS = {f"{split}_{m}": {"format": ":.5f"} for split in ("train", "test") for m in ("auc", "loss")}
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    dataset_dir: Path | None = flag(None, "prepared dataset directory (required)")
+    checkpoint: Path | None = flag(None, "a checkpoint written by sim.train (required)")
+    feature_spec: str = flag("feature_spec.yaml", "spec file name inside --dataset_dir")
+    split: Literal["train", "test"] = flag("test", "which mapping to score")
+    batch_size: int = flag(131072, "GLOBAL evaluation batch")
+    amp: bool = flag(False, "bf16/fp16 autocast")
+    device: Literal["auto", "cpu", "cuda"] = flag("auto", "where to run")
+    log_path: Path | None = flag(None, "DLLogger JSON log")
+    kernels: Literal["auto", "reference"] = flag("auto", KERNELS_HELP)
+
+    def validate(self) -> None:
+        if missing := [f"--{name}" for name in ("dataset_dir", "checkpoint") if getattr(self, name) is None]:
+            raise ValueError(f"the following arguments are required: {', '.join(missing)}")
+        if self.batch_size <= 0:
+            raise ValueError(f"--batch_size must be positive, got {self.batch_size}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(prog="python -m sim.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    p.add_argument("--dataset_dir", type=Path, required=True, help="prepared dataset directory (required)")
-    p.add_argument(
-        "--checkpoint", type=Path, required=True, help="a checkpoint written by sim.train (required)"
+    cfg = config.parse(
+        EvaluateConfig, argv, prog="python -m sim.evaluate", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--feature_spec", default="feature_spec.yaml", help="spec file name inside --dataset_dir")
-    p.add_argument("--split", choices=("train", "test"), default="test", help="which mapping to score")
-    p.add_argument("--batch_size", type=int, default=131072, help="GLOBAL evaluation batch")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16/fp16 autocast")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
-    p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log")
-    kernels.add_argument(p)
-    args = p.parse_args(argv)
-    kernels.set_policy(args.kernels)
-    env = distributed.init(args.device)
-    log = JsonLogger(args.log_path, enabled=env.is_main, metadata=METRICS)
-    log.parameters({**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                    "world_size": env.world_size})  # fmt: skip
+    env = entry.start(cfg)
+    model, data = _setup(cfg, env)
+    log = entry.open_log(cfg, env, METRICS)
+    local_batch = max(1, cfg.batch_size // env.world_size)
+    amp = amp_lib.setup(cfg.amp, env.device)
     try:
-        model, ckpt = load_model(args.checkpoint)
-        spec, schema = sim_data.open_spec(args.dataset_dir, args.feature_spec)
-        checkpoint_rules.check_dataset(ckpt, schema, args.checkpoint, checkpoint_rules.CARDINALITIES)
-        check_compatible(model.sizes, schema, args.checkpoint)
-        shard = distributed.shard_range(sim_data.split_length(spec, args.split), env)
-        negatives = schema.history_length - model.sizes.long_seq_length if model.sizes.uses_negatives else 0
-        data = sim_data.load_split(spec, schema, args.split, negative_length=negatives, shard=shard,
-                                   device=env.device, show=env.is_main)  # fmt: skip
-    except (FeatureSpecError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    model = model.to(env.device)
-    local_batch = max(1, args.batch_size // env.world_size)
-    try:
-        result = evaluate(model, data, env, local_batch, amp_lib.setup(args.amp, env.device), env.is_main)
+        result = evaluate_splits(model, {cfg.split: data}, env, local_batch, amp, env.is_main)
     except FloatingPointError as e:
-        print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    result = {f"{args.split}_{k}": v for k, v in result.items()}
-    log.summary(result)
-    log.close()
-    distributed.shutdown(env)
-    return result
+        log.close()
+        raise RunError(f"{cfg.checkpoint}: {e}") from None
+    return entry.finish(env, log, result)
+
+
+def _setup(cfg: EvaluateConfig, env: DistEnv) -> tuple[torch.nn.Module, sim_data.SplitData]:
+    """The checkpoint's model on the device and this rank's shard of the split; a checkpoint of another
+    recipe or of other data is refused (typed errors naming the file) before anything is written."""
+    model, ckpt = checkpoint_rules.load_model(cfg.checkpoint)
+    spec, schema = sim_data.open_spec(cfg.dataset_dir, cfg.feature_spec)
+    checkpoint_rules.check_dataset(ckpt, schema, cfg.checkpoint, checkpoint_rules.CARDINALITIES)
+    check_compatible(model.sizes, schema, cfg.checkpoint)
+    shards = sim_data.load_shards(
+        spec, schema, (cfg.split,), model.sizes, env, negatives=True, show=env.is_main
+    )
+    return model.to(env.device), shards[cfg.split]
 
 
 if __name__ == "__main__":

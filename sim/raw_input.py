@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from common.errors import InputError
+
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class PrepareDataError(ValueError):
-    """Bad input or output: one message naming the file (and line), printed by main without a traceback."""
+class PrepareDataError(InputError):
+    """Bad input or output: one message naming the file (and line); common.cli.run prints it as one line."""
 
 
 def resolve_input(directory: Path, name: str, what: str) -> Path:

@@ -9,9 +9,11 @@ from tqdm import tqdm
 from common import amp as amp_lib
 from common import distributed, metrics
 from common.distributed import DistEnv
+from common.errors import InputError
 from sim import data as sim_data
 from sim.losses import classification_per_sample
 from sim.models import SimSizes
+from sim.schema import SimSchema
 
 
 @torch.no_grad()
@@ -53,14 +55,26 @@ def evaluate(
     return {"auc": float(auc), "loss": float(loss)}
 
 
-def check_compatible(sizes: SimSizes, schema: sim_data.SimSchema, source: object) -> None:
+def evaluate_splits(
+    model: torch.nn.Module, splits: dict[str, sim_data.SplitData], env: DistEnv, batch_size: int,
+    amp: amp_lib.Amp, show: bool = False,
+) -> dict[str, float]:  # fmt: skip
+    """`evaluate` of each split, named as the logs and summaries name them: {"<split>_auc", "<split>_loss"}."""
+    record = {}
+    for name, data in splits.items():
+        result = evaluate(model, data, env, batch_size, amp, show)
+        record |= {f"{name}_auc": result["auc"], f"{name}_loss": result["loss"]}
+    return record
+
+
+def check_compatible(sizes: SimSizes, schema: SimSchema, source: object) -> None:
     """The dataset must have the tables (and history split) the model was built for."""
     have = (schema.user_cardinalities, schema.item_cardinalities)
     want = (sizes.user_cardinalities, sizes.item_cardinalities)
     if have != want:
-        raise ValueError(f"{source} was built for user/item cardinalities {want}, the dataset has {have}")
+        raise InputError(f"{source} was built for user/item cardinalities {want}, the dataset has {have}")
     if sizes.uses_negatives and schema.history_length <= sizes.long_seq_length:
-        raise ValueError(
+        raise InputError(
             f"{sizes.model_type} needs history longer than long_seq_length={sizes.long_seq_length}; "
             f"the dataset's history length is {schema.history_length}"
         )

@@ -89,10 +89,8 @@ def write_amazon(
     'categories', some reviewed items have no meta line, some meta items are never reviewed, some items
     have a second category path, some reviews lack reviewerName.
     """
-    lo, hi = reviews_per_user
-    rng = np.random.default_rng(seed)
-    n_extra = max(2, num_items // 20)
-    n_all = num_items + n_extra
+    rng = np.random.default_rng(seed)  # one stream, drawn in this order: the same arguments, the same bytes
+    n_all = num_items + max(2, num_items // 20)  # + items that are never reviewed
 
     def make_asins(k: int) -> np.ndarray:
         isbn = np.char.add("0", _codes(rng, k, 9, _DIGITS))
@@ -102,21 +100,54 @@ def write_amazon(
     users = _distinct(lambda k: np.char.add("A", _codes(rng, k, 13, _ALNUM)), num_users)
     leaves = [f"{_SHELVES[c % 4]} {c}" for c in range(num_categories)]
     item_cat = rng.permutation(np.arange(n_all) % num_categories)
-    members = [np.flatnonzero(item_cat[:num_items] == c) for c in range(num_categories)]
+    cat_items, cat_probs = _popularity(rng, item_cat[:num_items], num_categories)
+    pref = _preferences(rng, num_users, num_categories)
+    history_prob = 0.6
+    items = _sequences(rng, pref, cat_items, cat_probs, reviews_per_user[1], history_prob)
+    reviews = _review_lines(rng, items, users, asins, reviews_per_user)
+    metas, item_categories = _meta_lines(rng, asins, item_cat, leaves, category, num_items)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    suffix, stem = (".json.gz" if gzip else ".json"), category.replace(" ", "_")
+    reviews_path, meta_path = directory / f"reviews_{stem}{suffix}", directory / f"meta_{stem}{suffix}"
+    write_text(reviews_path, "\n".join(reviews) + "\n", gzip)
+    write_text(meta_path, "\n".join(metas) + "\n", gzip)
+    prefs = {str(users[k]): pref[k] for k in range(num_users)}
+    return AmazonSynthetic(reviews_path, meta_path, item_categories, leaves, prefs, history_prob)
+
+
+def _popularity(
+    rng: np.random.Generator, item_cat: np.ndarray, num_categories: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per category: its reviewable items and their (log-normal) popularity, padded to [C, width]."""
+    members = [np.flatnonzero(item_cat == c) for c in range(num_categories)]
     width = max(len(m) for m in members)
     cat_items = np.zeros((num_categories, width), np.int64)
     cat_probs = np.zeros((num_categories, width))
     for c, m in enumerate(members):  # per category (not per row): padded popularity table
         w = rng.lognormal(0.0, 1.0, len(m))
         cat_items[c, : len(m)], cat_probs[c, : len(m)] = m, w / w.sum()
+    return cat_items, cat_probs
+
+
+def _preferences(rng: np.random.Generator, num_users: int, num_categories: int) -> np.ndarray:
+    """[users, C]: 90% of each user's mass on 1-3 random categories, 10% spread evenly."""
     chosen = np.argsort(rng.random((num_users, num_categories)), axis=1).argsort(axis=1)
     g = rng.gamma(1.0, size=chosen.shape) * (chosen < rng.integers(1, 4, (num_users, 1)))
-    pref = 0.9 * g / g.sum(axis=1, keepdims=True) + 0.1 / num_categories
-    history_prob, rows = 0.6, np.arange(num_users)
-    cats = np.zeros((num_users, hi), np.int64)
-    items = np.zeros((num_users, hi), np.int64)
+    return 0.9 * g / g.sum(axis=1, keepdims=True) + 0.1 / num_categories
+
+
+def _sequences(
+    rng: np.random.Generator, pref: np.ndarray, cat_items: np.ndarray, cat_probs: np.ndarray, length: int,
+    history_prob: float,
+) -> np.ndarray:  # fmt: skip
+    """[users, length] item indices: the category Markov chain, then an unseen item by popularity."""
+    num_users, num_items = pref.shape[0], int(cat_items.max()) + 1
+    rows = np.arange(num_users)
+    cats = np.zeros((num_users, length), np.int64)
+    items = np.zeros((num_users, length), np.int64)
     seen = np.zeros((num_users, num_items), bool)
-    for t in range(hi):  # vectorised over users; the Markov chain is sequential in t only
+    for t in range(length):  # vectorised over users; the Markov chain is sequential in t only
         c = _categorical(rng, pref)
         if t > 0:
             back = cats[rows, t - 1 - rng.integers(0, min(t, 3), num_users)]
@@ -125,7 +156,20 @@ def write_amazon(
         probs = np.where(probs.sum(1, keepdims=True) > 0, probs, cat_probs[c])
         cats[:, t], items[:, t] = c, cat_items[c, _categorical(rng, probs)]
         seen[rows, items[:, t]] = True
-    valid = np.arange(hi) < rng.integers(lo, hi + 1, (num_users, 1))
+    return items
+
+
+def _review_lines(
+    rng: np.random.Generator,
+    items: np.ndarray,
+    users: np.ndarray,
+    asins: np.ndarray,
+    per_user: tuple[int, int],
+) -> list[str]:
+    """The first lo..hi reviews of each user as the real file's JSON lines, sorted by asin, with days."""
+    num_users, hi = items.shape
+    rows = np.arange(num_users)
+    valid = np.arange(hi) < rng.integers(per_user[0], hi + 1, (num_users, 1))
     gaps = rng.geometric(1 / 30, (num_users, hi)) - 1  # zero gaps: same-day ties
     days = rng.integers(10_957, 15_706, (num_users, 1)) + np.cumsum(gaps, axis=1)  # 2000 .. 2013
     u, i, d = np.broadcast_to(rows[:, None], valid.shape)[valid], items[valid], days[valid]
@@ -144,6 +188,16 @@ def write_amazon(
         rec |= {"overall": overall[k], "summary": _TITLES[k % 5], "unixReviewTime": dd * 86400}
         rec["reviewTime"] = f"{iso[k][5:7]} {int(iso[k][8:])}, {iso[k][:4]}"  # '06 3, 2001' as real
         reviews.append(json.dumps(rec))
+    return reviews
+
+
+def _meta_lines(
+    rng: np.random.Generator, asins: np.ndarray, item_cat: np.ndarray, leaves: list[str], category: str,
+    num_items: int,
+) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+    """The metadata file's Python-literal lines in random order, and asin -> leaf category of those that
+    have categories; some items lack 'categories' or a line, some have a second category path."""
+    n_all, num_categories = len(asins), len(leaves)
     perm = rng.permutation(n_all)
     no_cats = set(perm[: max(1, n_all // 30)].tolist())
     no_meta = set(perm[len(no_cats) : len(no_cats) + max(1, num_items // 50)].tolist())
@@ -164,11 +218,4 @@ def write_amazon(
                 rec["categories"].append([category, leaves[second[k]]])
             item_categories[rec["asin"]] = leaves[item_cat[k]]
         metas.append(repr(rec))
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    suffix, stem = (".json.gz" if gzip else ".json"), category.replace(" ", "_")
-    reviews_path, meta_path = directory / f"reviews_{stem}{suffix}", directory / f"meta_{stem}{suffix}"
-    write_text(reviews_path, "\n".join(reviews) + "\n", gzip)
-    write_text(meta_path, "\n".join(metas) + "\n", gzip)
-    prefs = {str(users[k]): pref[k] for k in range(num_users)}
-    return AmazonSynthetic(reviews_path, meta_path, item_categories, leaves, prefs, history_prob)
+    return metas, item_categories

@@ -85,6 +85,16 @@ class SimSizes:
             raise ValueError("at least one item feature (the item id) is needed")
 
     @property
+    def item_width(self) -> int:
+        """E: an item's embedding width (D per item feature, features concatenated)."""
+        return self.embedding_dim * len(self.item_cardinalities)
+
+    @property
+    def user_width(self) -> int:
+        """U*D: the user's embedding width."""
+        return self.embedding_dim * len(self.user_cardinalities)
+
+    @property
     def uses_negatives(self) -> bool:
         """DIEN and SIM split the history at long_seq_length; their auxiliary loss reads the negative
         history of the short (newest) part. DIN uses the whole positive history and no negatives."""
@@ -98,6 +108,15 @@ class SimSizes:
         """Checkpoints written before din_attention existed hold a dot-attention DIN: they load as "dot"."""
         d = {"din_attention": "dot", **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def embedding_tables(sizes: SimSizes, sparse: bool) -> tuple[nn.Module, nn.Module]:
+    """(user table, item table) every model starts with; created in this order, so the same seed gives
+    the same initial weights (and optimizer states follow the same parameter order) as before."""
+    from sim.layers import FeatureEmbedding
+
+    user = FeatureEmbedding(sizes.user_cardinalities, sizes.embedding_dim, sparse)
+    return user, FeatureEmbedding(sizes.item_cardinalities, sizes.embedding_dim, sparse)
 
 
 def build_model(sizes: SimSizes, sparse_embeddings: bool = False) -> nn.Module:

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.linear import linear
-from sim.layers import MLP, FeatureEmbedding, glorot_linear, history_mask, masked_softmax, output_logit
-from sim.models import SimBatch, SimOutput, SimSizes
+from sim.layers import MLP, glorot_linear, history_mask, masked_softmax, output_logit
+from sim.models import SimBatch, SimOutput, SimSizes, embedding_tables
 
 RNN_SIZE_FACTOR = 6  # H = 6 * D: DLE-SIM's DIEN_ITEM_SEQ_INTERACTION_SIZE, "taken from TF1 original code"
 ATTENTION_DIMS = (80, 40)  # DIEN attention unit layers (reference constants)
@@ -179,24 +179,27 @@ class AuxiliaryNet(nn.Module):
 class ShortInterest(nn.Module):
     """DLE-SIM's DIENItemSequenceInteractionBlock + auxiliary net: the DIEN part of DIEN and SIM.
 
-    target [B, E]; short [B, S, E] (zero at padding); mask [B, S]; negatives [B, S, E] or None ->
-    (final interest [B, H] fp32, aux loss or None, aux pair count or None).
+    target [B, E]; short [B, S, E] and its ids [B, S, F] (padding: item id 0); negatives [B, S, E] or
+    None -> (final interest [B, H] fp32, aux loss or None, aux pair count or None).
     """
 
-    def __init__(self, item_size: int, hidden: int, sizes: SimSizes) -> None:
+    def __init__(self, sizes: SimSizes) -> None:
         super().__init__()
-        self.extractor = InterestExtractor(item_size, hidden)
-        self.attention = DienAttention(item_size, hidden)
-        self.evolution = (AUGRU if sizes.augru_variant == "paper" else VecAttGRU)(hidden, hidden)
-        self.auxiliary = AuxiliaryNet(hidden, item_size, sizes.aux_mlp_dims, sizes.dropout_rate)
+        item_size, self.hidden = sizes.item_width, RNN_SIZE_FACTOR * sizes.embedding_dim
+        self.extractor = InterestExtractor(item_size, self.hidden)
+        self.attention = DienAttention(item_size, self.hidden)
+        self.evolution = (AUGRU if sizes.augru_variant == "paper" else VecAttGRU)(self.hidden, self.hidden)
+        self.auxiliary = AuxiliaryNet(self.hidden, item_size, sizes.aux_mlp_dims, sizes.dropout_rate)
 
-    def forward(self, target: Tensor, short: Tensor, mask: Tensor, negatives: Tensor | None):
+    def forward(self, target: Tensor, short: Tensor, short_ids: Tensor, negatives: Tensor | None):
+        mask = history_mask(short_ids)  # [B, S]
+        short = short * mask.unsqueeze(-1)  # padded positions are zero (the auxiliary loss reads them)
         states = self.extractor(short, mask)  # [B, S, H]
         attention = masked_softmax(self.attention(target, states), mask)  # [B, S], 0 at padding
         final = self.evolution(states, attention, mask)
         if negatives is None:
             return final, None, None
-        aux, pairs = self.auxiliary.loss(states, short, negatives, mask)
+        aux, pairs = self.auxiliary.loss(states, short, negatives * mask.unsqueeze(-1), mask)
         return final, aux, pairs
 
 
@@ -227,21 +230,16 @@ class DIEN(nn.Module):
     def __init__(self, sizes: SimSizes, sparse_embeddings: bool = False) -> None:
         super().__init__()
         self.sizes = sizes
-        d = sizes.embedding_dim
-        e, u, h = d * len(sizes.item_cardinalities), d * len(sizes.user_cardinalities), RNN_SIZE_FACTOR * d
-        self.user_embedding = FeatureEmbedding(sizes.user_cardinalities, d, sparse_embeddings)
-        self.item_embedding = FeatureEmbedding(sizes.item_cardinalities, d, sparse_embeddings)
-        self.interest = ShortInterest(e, h, sizes)
-        self.classifier = MLP(e + h + u, sizes.stage_two_mlp_dims, "prelu", sizes.dropout_rate)
+        self.user_embedding, self.item_embedding = embedding_tables(sizes, sparse_embeddings)
+        self.interest = ShortInterest(sizes)
+        width = sizes.item_width + self.interest.hidden + sizes.user_width
+        self.classifier = MLP(width, sizes.stage_two_mlp_dims, "prelu", sizes.dropout_rate)
 
     def forward(self, batch: SimBatch) -> SimOutput:
         user = self.user_embedding(batch.user)
         _, short_ids, negative_ids = split_history(batch, self.sizes.long_seq_length)
         ids = (batch.target, short_ids) if negative_ids is None else (batch.target, short_ids, negative_ids)
         target, short, *negatives = self.item_embedding(*ids)  # one gradient buffer for all lookups
-        mask = history_mask(short_ids)
-        short = short * mask.unsqueeze(-1)
-        negatives = negatives[0] * mask.unsqueeze(-1) if negatives else None
-        final, aux, pairs = self.interest(target, short, mask, negatives)
+        final, aux, pairs = self.interest(target, short, short_ids, negatives[0] if negatives else None)
         logits = self.classifier(torch.cat([target, final, user], -1))
         return SimOutput(logits=logits, aux_loss=aux, aux_pairs=pairs)

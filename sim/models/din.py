@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sim.layers import MLP, ActivationUnitAttention, FeatureEmbedding, dot_attention, history_mask
-from sim.models import SimBatch, SimOutput, SimSizes
+from sim.layers import MLP, ActivationUnitAttention, dot_attention, history_mask
+from sim.models import SimBatch, SimOutput, SimSizes, embedding_tables
 
 ACTIVATION_UNIT_DIMS = (80, 40)  # DLE-SIM's DINActivationUnit hidden sizes
 
@@ -26,10 +26,8 @@ class DIN(nn.Module):
     def __init__(self, sizes: SimSizes, sparse_embeddings: bool = False) -> None:
         super().__init__()
         self.sizes = sizes
-        d = sizes.embedding_dim
-        self.user_embedding = FeatureEmbedding(sizes.user_cardinalities, d, sparse_embeddings)
-        self.item_embedding = FeatureEmbedding(sizes.item_cardinalities, d, sparse_embeddings)
-        e, u = d * len(sizes.item_cardinalities), d * len(sizes.user_cardinalities)
+        self.user_embedding, self.item_embedding = embedding_tables(sizes, sparse_embeddings)
+        e, u = sizes.item_width, sizes.user_width
         self.attention = (
             ActivationUnitAttention(e, ACTIVATION_UNIT_DIMS) if sizes.din_attention == "mlp" else None
         )

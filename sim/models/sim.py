@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sim.layers import MLP, FeatureEmbedding, dot_attention, history_mask
-from sim.models import SimBatch, SimOutput, SimSizes
-from sim.models.dien import RNN_SIZE_FACTOR, ShortInterest, split_history
+from sim.layers import MLP, dot_attention, history_mask
+from sim.models import SimBatch, SimOutput, SimSizes, embedding_tables
+from sim.models.dien import ShortInterest, split_history
 
 
 class SIM(nn.Module):
@@ -28,13 +28,12 @@ class SIM(nn.Module):
     def __init__(self, sizes: SimSizes, sparse_embeddings: bool = False) -> None:
         super().__init__()
         self.sizes = sizes
-        d = sizes.embedding_dim
-        e, u, h = d * len(sizes.item_cardinalities), d * len(sizes.user_cardinalities), RNN_SIZE_FACTOR * d
-        self.user_embedding = FeatureEmbedding(sizes.user_cardinalities, d, sparse_embeddings)
-        self.item_embedding = FeatureEmbedding(sizes.item_cardinalities, d, sparse_embeddings)
+        e, u = sizes.item_width, sizes.user_width
+        self.user_embedding, self.item_embedding = embedding_tables(sizes, sparse_embeddings)
         self.stage_one = MLP(2 * e + u, sizes.stage_one_mlp_dims, "prelu", sizes.dropout_rate)
-        self.interest = ShortInterest(e, h, sizes)
-        self.stage_two = MLP(3 * e + h + u, sizes.stage_two_mlp_dims, "prelu", sizes.dropout_rate)
+        self.interest = ShortInterest(sizes)
+        width = 3 * e + self.interest.hidden + u
+        self.stage_two = MLP(width, sizes.stage_two_mlp_dims, "prelu", sizes.dropout_rate)
 
     def forward(self, batch: SimBatch) -> SimOutput:
         user = self.user_embedding(batch.user)  # [B, U*D]
@@ -54,10 +53,7 @@ class SIM(nn.Module):
         attended, _ = dot_attention(target, top_items, top_mask)  # ESU
         mean = top_items.sum(1) / (top_mask.sum(1, keepdim=True) + 1)  # reference's off-by-one mean
 
-        short_mask = history_mask(short_ids)
-        short = short * short_mask.unsqueeze(-1)
-        negatives = negatives[0] * short_mask.unsqueeze(-1) if negatives else None
-        final, aux, pairs = self.interest(target, short, short_mask, negatives)
+        final, aux, pairs = self.interest(target, short, short_ids, negatives[0] if negatives else None)
 
         logits = self.stage_two(torch.cat([attended, mean, target, final, user], -1))
         return SimOutput(logits=logits, aux_loss=aux, aux_pairs=pairs, stage_one_logits=stage_one_logits)

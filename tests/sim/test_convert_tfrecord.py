@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from common.errors import InputError
 from common.feature_spec import FeatureSpec
 from sim import convert_tfrecord, train
 from tests.sim.conftest import TINY
@@ -82,19 +83,20 @@ def test_nvidia_tfrecord_converts_exactly_and_trains(small, tmp_path: Path, preb
         assert 0 < result["test_auc"] < 1
 
 
-def test_bad_tfrecord_names_the_file_and_record(small, tmp_path: Path, capsys) -> None:
+def test_bad_tfrecord_names_the_file_and_record(small, tmp_path: Path) -> None:
     _nvidia_dataset(small.path, tmp_path / "nv", 16)
     part = tmp_path / "nv" / "test" / "part_1.tfrecord"
     part.write_bytes(part.read_bytes()[:-3])
-    with pytest.raises(SystemExit):
-        convert_tfrecord.main(["--input", str(tmp_path / "nv"), "--output", str(tmp_path / "ours")])
-    err = capsys.readouterr().err
-    assert "part_1.tfrecord: record" in err and "is truncated" in err
+    argv = ["--input", str(tmp_path / "nv"), "--output", str(tmp_path / "ours")]
+    with pytest.raises(convert_tfrecord.ConvertError, match=r"part_1.tfrecord: record \d+ is truncated"):
+        convert_tfrecord.main(argv)
     assert not (tmp_path / "ours").exists()
     _write_tfrecord(part, [b"\x0a\x05garbage"])
-    with pytest.raises(SystemExit):
-        convert_tfrecord.main(["--input", str(tmp_path / "nv"), "--output", str(tmp_path / "ours")])
-    assert "part_1.tfrecord: record 0: not a tf.train.Example" in capsys.readouterr().err
+    with pytest.raises(InputError, match="part_1.tfrecord: record 0: not a tf.train.Example"):
+        convert_tfrecord.main(argv)
+    (tmp_path / "nv" / "test" / "part_0.tfrecord").unlink()  # read before the bad part_1
+    with pytest.raises(InputError, match="part_0.tfrecord"):  # a missing input file: named, no traceback
+        convert_tfrecord.main(argv)
 
 
 def test_packed_varints_match_the_scalar_decoder() -> None:

@@ -386,39 +386,35 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_names_file_and_line_and_leaves_nothing(tmp_path: Path, case: str, capsys) -> None:
+def test_bad_input_names_file_and_line_and_leaves_nothing(tmp_path: Path, case: str) -> None:
     reviews, meta, message = BAD_INPUTS[case]
     raw = tmp_path / "raw"
     write(raw / "reviews_Books.json", reviews)
     if meta is not None:
         write(raw / "meta_Books.json", meta)
     out = tmp_path / "data" / "out"
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(PrepareDataError) as exc:
         run(raw, out, "--shortest_sequence_for_user", "3", meta="meta_Books.json" if meta is not None else "")
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    err = str(exc.value)
+    assert exc.value.exit_code == 2 and len(err.splitlines()) == 1, err
     assert re.search(message, err), err
     assert not out.exists() and (not out.parent.exists() or not any(out.parent.iterdir()))
 
 
-def test_missing_files_and_existing_output(tmp_path: Path, capsys) -> None:
+def test_missing_files_and_existing_output(tmp_path: Path) -> None:
     raw = tiny(tmp_path)
     out = tmp_path / "out"
-    with pytest.raises(SystemExit):
+    with pytest.raises(
+        PrepareDataError, match=r"meta_Music.json: metadata file not found \(also tried meta_Music.json.gz\)"
+    ):
         run(raw, out, meta="meta_Music.json")
-    assert (
-        "meta_Music.json: metadata file not found (also tried meta_Music.json.gz)" in capsys.readouterr().err
-    )
-    with pytest.raises(SystemExit):
+    with pytest.raises(PrepareDataError, match="reviews_Music.json: reviews file not found"):
         run(raw, out, reviews="reviews_Music.json")
-    assert "reviews_Music.json: reviews file not found" in capsys.readouterr().err
     assert not out.exists()
     flags = ("--max_sequence_length", "3", "--shortest_sequence_for_user", "3")
     run(raw, out, *flags)
-    with pytest.raises(SystemExit):
+    with pytest.raises(PrepareDataError, match="pass --overwrite"):
         run(raw, out, *flags)
-    assert "pass --overwrite" in capsys.readouterr().err
     assert run(raw, out, *flags, "--shortest_sequence_for_user", "5", "--overwrite")["users"] == 1  # only U4
     assert load(out, "test")["user_feat_0"].tolist() == [1, 1]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -503,11 +499,12 @@ def test_benchmark_generator_writes_books_shaped_input(tmp_path: Path) -> None:
     assert 0.2 < info["reviews_of_users_ge_20"] / info["reviews"] < 0.35  # Books: ~27% of reviews kept
 
 
-def test_no_training_row_is_an_error(tmp_path: Path, capsys) -> None:
+def test_no_training_row_is_an_error(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     write(raw / "reviews_Books.json", [review("U1", "A", 1), review("U1", "B", 2), review("U2", "A", 3)])
     out = tmp_path / "out"
-    with pytest.raises(SystemExit):
+    with pytest.raises(
+        PrepareDataError, match="reviews_Books.json: no train row: every kept user has <= 2 reviews"
+    ):
         run(raw, out, "--shortest_sequence_for_user", "2", meta="")
-    assert "reviews_Books.json: no train row: every kept user has <= 2 reviews" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no output, no staging dir

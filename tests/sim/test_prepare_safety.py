@@ -29,12 +29,12 @@ from tests.sim.test_train_safety import flip_page
 FLAGS = ("--max_sequence_length", "3", "--shortest_sequence_for_user", "3")
 
 
-def _error(capsys, *args, **kwargs) -> str:
-    with pytest.raises(SystemExit) as info:
+def _error(*args, **kwargs) -> str:
+    """sim.prepare_data's typed error for `run(*args)`: exit status 2, one line (as common.cli.run prints it)."""
+    with pytest.raises(PrepareDataError) as info:
         run(*args, **kwargs)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    err = f"error: {info.value}"
+    assert info.value.exit_code == 2 and len(err.splitlines()) == 1, err
     return err
 
 
@@ -42,11 +42,11 @@ def _contents(directory: Path) -> dict[str, bytes]:
     return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
 
 
-def test_output_that_is_or_contains_the_input_is_refused(tmp_path: Path, capsys) -> None:
+def test_output_that_is_or_contains_the_input_is_refused(tmp_path: Path) -> None:
     raw = tiny(tmp_path)
     before = _contents(tmp_path)
     for out, relation in ((raw, "the same path as"), (tmp_path, "a parent of")):
-        err = _error(capsys, raw, out, *FLAGS, "--overwrite")
+        err = _error(raw, out, *FLAGS, "--overwrite")
         assert f"--output_path is {relation} the input {raw}" in err, err
     assert _contents(tmp_path) == before  # nothing deleted, no temp dir left
     run(raw, raw / "prepared", *FLAGS, "--overwrite")  # inside the input directory is fine
@@ -124,7 +124,7 @@ def test_kill_9_of_prepare_data_leaves_no_worker_behind(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def test_invalid_utf8_in_an_id_names_file_and_line(tmp_path: Path, capsys) -> None:
+def test_invalid_utf8_in_an_id_names_file_and_line(tmp_path: Path) -> None:
     lines = [review(f"U{k}", f"I{k}", k).encode() for k in range(200)]
     lines[5] = lines[5].replace(b'"x"', b'"caf\xe9"')  # reviewerName: a field we do not read, harmless
     lines[150] = lines[150].replace(b"I150", b"I1\xff0")  # today: a new item "I1\\xff0"
@@ -146,7 +146,7 @@ def test_invalid_utf8_in_an_id_names_file_and_line(tmp_path: Path, capsys) -> No
 
 
 @pytest.mark.parametrize("which", ["reviews", "metadata"])
-def test_truncated_gzip_names_the_file(tmp_path: Path, capsys, which: str) -> None:
+def test_truncated_gzip_names_the_file(tmp_path: Path, which: str) -> None:
     raw = tiny(tmp_path)
     name = {"reviews": "reviews_Books.json", "metadata": "meta_Books.json"}[which]
     lines = [review(f"U{k % 97}", f"I{k * 7919 % 1009}", k) for k in range(3000)] if which == "reviews" else [
@@ -154,11 +154,11 @@ def test_truncated_gzip_names_the_file(tmp_path: Path, capsys, which: str) -> No
     data = gzip.compress(("\n".join(lines) + "\n").encode())
     (raw / name).unlink()
     (raw / f"{name}.gz").write_bytes(data[: len(data) // 2])
-    err = _error(capsys, raw, tmp_path / "out", *FLAGS)
+    err = _error(raw, tmp_path / "out", *FLAGS)
     assert f"{name}.gz: reading the {which} failed" in err and "truncated or corrupt" in err, err
 
 
-def test_errors_never_echo_a_long_field(tmp_path: Path, capsys) -> None:
+def test_errors_never_echo_a_long_field(tmp_path: Path) -> None:
     huge = "X" * 100_000
     cases = [
         [f"{{'asin': {[huge]!r}}}"],  # not a string
@@ -169,17 +169,17 @@ def test_errors_never_echo_a_long_field(tmp_path: Path, capsys) -> None:
     write(raw / "reviews_Books.json", GOOD)
     for meta in cases:
         write(raw / "meta_Books.json", meta)
-        err = _error(capsys, raw, tmp_path / "out", *FLAGS)
+        err = _error(raw, tmp_path / "out", *FLAGS)
         assert len(err) < 600 and "characters" in err, err[:300]
 
 
-def test_full_disk_says_no_space_left_and_leaves_nothing(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_full_disk_says_no_space_left_and_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
     def full(self, table):
         raise OSError(errno.ENOSPC, "No space left on device", str(self.directory / "part_0.parquet"))
 
     monkeypatch.setattr(parquet_output.SplitWriter, "write", full)
     raw, out = tiny(tmp_path), tmp_path / "data" / "out"
-    err = _error(capsys, raw, out, *FLAGS)
+    err = _error(raw, out, *FLAGS)
     assert f"no space left on device while writing {out}" in err, err
     assert not any((tmp_path / "data").iterdir())
 

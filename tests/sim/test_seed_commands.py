@@ -58,6 +58,7 @@ def test_seed_spellings_parse_to_our_values(capsys) -> None:
 
 def test_nvidia_tfrecord_dataset_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
     """NVIDIA's parquet_to_tfrecord.py output: its feature_spec.yaml (with the YAML alias it emits)."""
+    from common import cli
     from sim import train
 
     feats = ["label", "user_feat_0", "item_feat_0_trgt", "item_feat_0_pos", "item_feat_0_neg"]
@@ -84,7 +85,11 @@ source_spec:
     for split in ("train", "test"):
         (tmp_path / split).mkdir()
         (tmp_path / split / "part_0.tfrecord").write_bytes(b"")
-    with pytest.raises(SystemExit):
-        train.main(["--dataset_dir", str(tmp_path), "--results_dir", str(tmp_path / "r"), "--device", "cpu"])
+    with pytest.raises(SystemExit) as exit_info:  # as the command line runs it: common.cli.run
+        cli.run(
+            train.main,
+            ["--dataset_dir", str(tmp_path), "--results_dir", str(tmp_path / "r"), "--device", "cpu"],
+        )
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "python -m sim.convert_tfrecord" in err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "python -m sim.convert_tfrecord" in err

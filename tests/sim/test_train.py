@@ -15,6 +15,9 @@ import pytest
 import torch
 import yaml
 
+from common import checkpoint
+from common.checkpoint import CheckpointError
+from common.errors import InputError, RecipeError
 from common.feature_spec import FeatureSpec
 from common.logging import read_log
 from sim import data as sim_data
@@ -112,7 +115,7 @@ def test_killed_run_resumes_to_the_same_metrics(small, tmp_path: Path, monkeypat
                      "--load_checkpoint_path", str(ckpt))  # fmt: skip
     keys = ("train_auc", "train_loss", "test_auc", "test_loss", "epochs")
     assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
-    with pytest.raises(SystemExit):  # a resumed run must keep the model flags
+    with pytest.raises(CheckpointError, match="embedding_dim"):  # a resumed run must keep the model flags
         _train(
             small.path,
             tmp_path / "killed",
@@ -122,6 +125,27 @@ def test_killed_run_resumes_to_the_same_metrics(small, tmp_path: Path, monkeypat
             "--load_checkpoint_path",
             str(ckpt),
         )
+
+
+def test_checkpoint_progress_is_typed_and_old_progress_resumes(small, tmp_path: Path) -> None:
+    """Checkpoints store sim.checkpoint_rules.SimState; one written before it (progress = epoch + history
+    only) still resumes, its missing counters starting from their defaults."""
+    ckpt = tmp_path / "ck.pt"
+    flags = ("--model_type", "din", "--global_batch_size", "128", "--no-evaluate_train",
+             "--save_checkpoint_path", str(ckpt))  # fmt: skip
+    _train(small.path, tmp_path, *flags, "--epochs", "1")
+    saved = checkpoint.load(ckpt)
+    progress = saved["progress"]
+    assert progress["epoch"] == 1 and progress["seed"] == 3 and progress["elapsed"] > 0
+    assert progress["global_step"] > 0 and progress["best"]["epoch"] == 0 and len(progress["history"]) == 1
+    saved["progress"] = {"epoch": 1, "history": progress["history"]}  # the format before TrainState
+    saved["checksum"] = checkpoint.checksum(saved)
+    torch.save(saved, ckpt)
+    resumed = _train(small.path, tmp_path, *flags, "--epochs", "2", "--load_checkpoint_path", str(ckpt))
+    after = checkpoint.load(ckpt)["progress"]
+    assert resumed["epochs"] == 2 and after["epoch"] == 2 and after["seed"] == 3
+    assert after["global_step"] == progress["global_step"]  # one epoch's steps since the old file's default 0
+    assert after["history"][0] == progress["history"][0] and len(after["history"]) == 2
 
 
 def _evaluate_worker(dataset: str, ckpt: str) -> dict:
@@ -266,14 +290,29 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_datasets_fail_with_one_clear_error(small, tmp_path: Path, capsys, case: str) -> None:
+def test_bad_datasets_fail_with_one_clear_error(small, tmp_path: Path, case: str) -> None:
     change, message = BAD[case]
     broken = _broken(small, tmp_path, change)
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(InputError) as error:
         _train(broken, tmp_path / "r", "--model_type", "sim", "--epochs", "1")
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and "Traceback" not in err, err
+    assert error.value.exit_code == 2 and message in str(error.value), error.value
+
+
+def test_the_command_line_prints_one_error_line(small, tmp_path: Path) -> None:
+    """What a user sees (common.cli.run): one `error: ...` line naming the problem, no traceback, exit 2;
+    nothing written to --results_dir."""
+    broken = _broken(small, tmp_path, BAD["missing channel"][0])
+    cmd = [sys.executable, "-m", "sim.train", "--dataset_dir", str(broken), "--results_dir", str(tmp_path / "r"),
+           "--device", "cpu", *TINY]  # fmt: skip
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: "), (
+        proc.stderr
+    )
+    assert "channel_spec lacks ['negative_history']" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_other_bad_inputs(small, tmp_path: Path, capsys) -> None:
@@ -287,18 +326,16 @@ def test_other_bad_inputs(small, tmp_path: Path, capsys) -> None:
         ),
     ]
     for argv, message in cases:
-        with pytest.raises(SystemExit) as exit_info:
+        with pytest.raises(RecipeError) as error:
             train.main([*TINY, *argv, "--results_dir", str(tmp_path / "r")])
-        assert exit_info.value.code == 2 and message in capsys.readouterr().err, message
-    with pytest.raises(SystemExit) as exit_info:
+        assert error.value.exit_code == 2 and message in str(error.value), (message, error.value)
+    with pytest.raises(SystemExit) as exit_info:  # a flag check: argparse's usage error
         train.main(["--dataset_dir", str(small.path), "--gsu_topk", "10", "--long_seq_length", "5"])
     assert exit_info.value.code == 2 and "exceeds long_seq_length" in capsys.readouterr().err
 
 
 def _strip_din_attention(path: Path) -> None:
     """Rewrite a checkpoint as one written before --din_attention existed (no field in flags or sizes)."""
-    from common import checkpoint
-
     ckpt = checkpoint.load(path)
     for part in ("config", "hyperparams"):
         del ckpt[part]["din_attention"]
@@ -307,9 +344,7 @@ def _strip_din_attention(path: Path) -> None:
 
 
 @pytest.mark.parametrize("model_type", ["din", "sim"])
-def test_checkpoint_from_before_din_attention_resumes_as_dot(
-    small, tmp_path: Path, capsys, model_type
-) -> None:
+def test_checkpoint_from_before_din_attention_resumes_as_dot(small, tmp_path: Path, model_type) -> None:
     """An old DIN checkpoint holds a dot-product DIN: resuming it under the new default (mlp) is refused
     with the flag named, and resumes with --din_attention dot; old SIM checkpoints resume unchanged."""
     ckpt = tmp_path / "ck.pt"
@@ -319,8 +354,7 @@ def test_checkpoint_from_before_din_attention_resumes_as_dot(
     _strip_din_attention(ckpt)
     again = [*flags[:3], "2", *flags[4:], "--load_checkpoint_path", str(ckpt)]
     if model_type == "din":
-        with pytest.raises(SystemExit):
+        with pytest.raises(CheckpointError, match="--din_attention: 'dot' in the checkpoint, 'mlp' now"):
             _train(small.path, tmp_path, *again)
-        assert "--din_attention: 'dot' in the checkpoint, 'mlp' now" in capsys.readouterr().err
         again += ["--din_attention", "dot"]
     assert math.isfinite(_train(small.path, tmp_path, *again)["test_auc"])

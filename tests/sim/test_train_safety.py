@@ -14,12 +14,14 @@ import torch
 
 from common import amp as amp_lib
 from common import checkpoint, distributed
+from common.errors import RecipeError
 from common.feature_spec import FeatureSpecError
 from common.logging import read_log
 from sim import data as sim_data
 from sim import evaluate as sim_evaluate
 from sim import train
 from sim.models import SimSizes, build_model
+from sim.scoring import evaluate
 from tests.sim.conftest import TINY, write_planted
 
 FLAGS = ("--model_type", "din", "--epochs", "1")
@@ -30,14 +32,13 @@ def _train(dataset: Path, results: Path, *flags: str) -> dict:
                        *FLAGS, *flags])  # fmt: skip
 
 
-def _error(capsys, call, code: int = 2) -> str:
-    """Run `call`, expect SystemExit(code) and return its one-line stderr message."""
-    with pytest.raises(SystemExit) as info:
+def _error(call, code: int = 2) -> str:
+    """Run `call`, expect a typed error (common.errors) whose exit status is `code`; return its message,
+    as common.cli.run prints it."""
+    with pytest.raises(RecipeError) as info:
         call()
-    assert info.value.code == code
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err, err
-    return err
+    assert info.value.exit_code == code, info.value
+    return f"error: {info.value}"
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +56,16 @@ def test_checkpoint_records_recipe_and_dataset(trained: Path, small) -> None:
                                small.categories], "history_length": small.history_length}  # fmt: skip
 
 
-def test_fresh_run_never_replaces_a_trained_checkpoint(trained: Path, small, tmp_path: Path, capsys) -> None:
+def test_fresh_run_never_replaces_a_trained_checkpoint(trained: Path, small, tmp_path: Path) -> None:
     ckpt = tmp_path / "ck.pt"
     shutil.copy(trained, ckpt)
     before = ckpt.read_bytes()
-    err = _error(capsys, lambda: _train(small.path, tmp_path, "--save_checkpoint_path", str(ckpt)))
+    err = _error(lambda: _train(small.path, tmp_path, "--save_checkpoint_path", str(ckpt)))
     assert f"--load_checkpoint_path {ckpt}" in err and "--overwrite_checkpoint" in err, err
     other = tmp_path / "other.pt"  # resuming another file does not make this one replaceable either
     shutil.copy(trained, other)
     args = ("--save_checkpoint_path", str(ckpt), "--load_checkpoint_path", str(other), "--epochs", "2")
-    assert "already exists" in _error(capsys, lambda: _train(small.path, tmp_path, *args))
+    assert "already exists" in _error(lambda: _train(small.path, tmp_path, *args))
     assert ckpt.read_bytes() == before
     _train(
         small.path, tmp_path, "--save_checkpoint_path", str(ckpt), "--overwrite_checkpoint", "--lr", "0.02"
@@ -72,15 +73,13 @@ def test_fresh_run_never_replaces_a_trained_checkpoint(trained: Path, small, tmp
     assert checkpoint.load(ckpt)["config"]["lr"] == 0.02
 
 
-def test_resume_with_changed_flags_is_refused_listing_them(
-    trained: Path, small, tmp_path: Path, capsys
-) -> None:
+def test_resume_with_changed_flags_is_refused_listing_them(trained: Path, small, tmp_path: Path) -> None:
     ckpt = tmp_path / "ck.pt"
     shutil.copy(trained, ckpt)
     before = ckpt.read_bytes()
     changed = ("--lr", "0.5", "--seed", "4", "--embedding_dim", "4", "--global_batch_size", "128")
     resume = ("--save_checkpoint_path", str(ckpt), "--load_checkpoint_path", str(ckpt), "--epochs", "2")
-    err = _error(capsys, lambda: _train(small.path, tmp_path, *resume, *changed))
+    err = _error(lambda: _train(small.path, tmp_path, *resume, *changed))
     for line in ("--lr: 0.01 in the checkpoint, 0.5 now", "--seed: 3 in the checkpoint, 4 now",
                  "--embedding_dim: 8 in the checkpoint, 4 now", "--global_batch_size: 256 in the checkpoint"):  # fmt: skip
         assert line in err, err
@@ -96,20 +95,20 @@ def test_resume_with_changed_flags_is_refused_listing_them(
     assert epochs == [[0], [1]]
 
 
-def test_resume_or_evaluate_on_other_data_is_refused(trained: Path, tmp_path: Path, capsys) -> None:
+def test_resume_or_evaluate_on_other_data_is_refused(trained: Path, tmp_path: Path) -> None:
     other = write_planted(tmp_path / "other", users=120, train_rows_per_user=2, test_rows_per_user=1,
                           items=30, row_group_size=100)  # fmt: skip
     ckpt = tmp_path / "ck.pt"
     shutil.copy(trained, ckpt)
     resume = ("--save_checkpoint_path", str(ckpt), "--load_checkpoint_path", str(ckpt), "--epochs", "2")
-    err = _error(capsys, lambda: _train(other.path, tmp_path, *resume))
+    err = _error(lambda: _train(other.path, tmp_path, *resume))
     assert "trained on a different dataset: item_cardinalities: [24, 12] in the checkpoint, [30, 12]" in err
     evaluate = ["--dataset_dir", str(other.path), "--checkpoint", str(ckpt)]
-    assert "different dataset" in _error(capsys, lambda: sim_evaluate.main(evaluate))
+    assert "different dataset" in _error(lambda: sim_evaluate.main(evaluate))
 
 
 @pytest.mark.parametrize("written", ["now", "before checkpoints named their recipe"])
-def test_other_recipes_checkpoint_is_one_clear_error(small, tmp_path: Path, capsys, written: str) -> None:
+def test_other_recipes_checkpoint_is_one_clear_error(small, tmp_path: Path, written: str) -> None:
     """A DLRM checkpoint (today a bare TypeError from SimSizes)."""
     ckpt, hyperparams = tmp_path / "dlrm.pt", {"table_sizes": [3, 4], "bottom_mlp_sizes": [8]}
     model = torch.nn.Linear(2, 2)
@@ -119,17 +118,15 @@ def test_other_recipes_checkpoint_is_one_clear_error(small, tmp_path: Path, caps
         torch.save({"model": model.state_dict(), "hyperparams": hyperparams, "config": {}}, ckpt)
     message = "is a dlrm checkpoint; sim needs one" if written == "now" else "is not a SIM checkpoint"
     evaluate = ["--dataset_dir", str(small.path), "--checkpoint", str(ckpt)]
-    assert message in _error(capsys, lambda: sim_evaluate.main(evaluate))
-    assert message in _error(
-        capsys, lambda: _train(small.path, tmp_path, "--load_checkpoint_path", str(ckpt))
-    )
+    assert message in _error(lambda: sim_evaluate.main(evaluate))
+    assert message in _error(lambda: _train(small.path, tmp_path, "--load_checkpoint_path", str(ckpt)))
     inference = ("--mode", "inference", "--load_checkpoint_path", str(ckpt))
-    assert message in _error(capsys, lambda: _train(small.path, tmp_path, *inference))
+    assert message in _error(lambda: _train(small.path, tmp_path, *inference))
 
 
-def test_diverged_run_fails_loudly_and_writes_no_checkpoint(small, tmp_path: Path, capsys) -> None:
+def test_diverged_run_fails_loudly_and_writes_no_checkpoint(small, tmp_path: Path) -> None:
     ckpt = tmp_path / "ck.pt"
-    err = _error(capsys, lambda: _train(small.path, tmp_path, "--lr", "1e30", "--save_checkpoint_path", str(ckpt)),
+    err = _error(lambda: _train(small.path, tmp_path, "--lr", "1e30", "--save_checkpoint_path", str(ckpt)),
                  code=1)  # fmt: skip
     assert "non-finite (NaN/inf) training loss" in err and len(err.strip().splitlines()) == 1, err
     assert not ckpt.exists() and not list(tmp_path.glob(".ck.pt*"))
@@ -143,16 +140,16 @@ def test_auc_refuses_non_finite_logits(small) -> None:
         model.item_embedding.weight[1:].fill_(float("nan"))
     env = distributed.init("cpu")
     with pytest.raises(FloatingPointError, match="non-finite"):
-        sim_evaluate.evaluate(model, data, env, 64, amp_lib.setup(False, env.device))
+        evaluate(model, data, env, 64, amp_lib.setup(False, env.device))
 
 
-def test_full_disk_while_checkpointing_is_one_line(small, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_full_disk_while_checkpointing_is_one_line(small, tmp_path: Path, monkeypatch) -> None:
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", full)
     ckpt = tmp_path / "ck.pt"
-    err = _error(capsys, lambda: _train(small.path, tmp_path, "--save_checkpoint_path", str(ckpt)))
+    err = _error(lambda: _train(small.path, tmp_path, "--save_checkpoint_path", str(ckpt)), code=1)
     assert f"no space left on device while writing {ckpt}" in err, err
     assert not ckpt.exists() and not list(tmp_path.glob(".ck.pt*"))
 
@@ -170,14 +167,14 @@ def flip_page(path: Path, row_group: int, column: str) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_corrupt_parquet_page_names_file_and_row_group(small, tmp_path: Path, capsys) -> None:
+def test_corrupt_parquet_page_names_file_and_row_group(small, tmp_path: Path) -> None:
     copy = tmp_path / "data"
     shutil.copytree(small.path, copy)
     part = copy / "train" / "part_1.parquet"
     # zstd without checksums: the page no longer decompresses
     pq.write_table(pq.read_table(part), part, row_group_size=100, compression="zstd", use_dictionary=False)
     flip_page(part, 1, "item_feat_0_pos")
-    err = _error(capsys, lambda: _train(copy, tmp_path / "r"))
+    err = _error(lambda: _train(copy, tmp_path / "r"))
     assert "part_1.parquet)" in err and "row group 1 of 3 is corrupt" in err, err
     # as sim.prepare_data writes them (page CRCs): even a flip that still decodes is caught
     part = copy / "train" / "part_0.parquet"

@@ -63,7 +63,7 @@ def test_loads_with_weights_only_and_strips_wrapper_prefixes(tmp_path: Path) -> 
 
 
 def test_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
         checkpoint.load(tmp_path / "nope.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="could not be loaded"):

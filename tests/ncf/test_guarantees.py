@@ -199,6 +199,25 @@ def test_resume_refuses_changed_flags_or_data_and_appends_to_the_log(
     assert _train(small, tmp_path, *changed, "--epochs", "1", "--no-resume")["epochs"] == 1
 
 
+def test_a_checkpoint_from_before_train_state_resumes_to_the_same_metrics(small, tmp_path) -> None:
+    """last.pt of the ncf.train before TrainState kept progress = {epoch, history, best, elapsed}: it
+    resumes to the metrics of an uninterrupted run, its optimizer step count is what its epochs took."""
+    full = _train(small, tmp_path / "full", "--seed", "3", "--epochs", "2")
+    _train(small, tmp_path / "old", "--seed", "3", "--epochs", "1")
+    last = tmp_path / "old" / "ck" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    assert payload["progress"]["global_step"] > 0  # as written now
+    payload["progress"] = {key: payload["progress"][key] for key in ("epoch", "history", "best", "elapsed")}
+    del payload["checksum"]
+    payload["checksum"] = checkpoint.checksum(payload)
+    torch.save(payload, last)
+    resumed = _train(small, tmp_path / "old", "--epochs", "2")
+    keys = ("hr@10", "ndcg@10", "best_epoch", "train_loss", "validation_loss", "epochs")
+    assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
+    progress = [checkpoint.load(tmp_path / run / "ck" / "last.pt")["progress"] for run in ("old", "full")]
+    assert progress[0]["global_step"] == progress[1]["global_step"] and progress[0]["epoch"] == 2
+
+
 def test_load_checkpoint_path_must_be_an_ncf_model_that_fits(small, tmp_path, capsys) -> None:
     _train(small, tmp_path, "--seed", "3", "--epochs", "1")
     best = tmp_path / "ck" / "best.pt"

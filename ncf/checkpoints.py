@@ -71,15 +71,38 @@ def build_model(hyperparams: dict[str, Any]) -> NeuMF | QuantizedNeuMF:
     return NeuMF(sizes) if quantization is None else QuantizedNeuMF(sizes, **quantization)
 
 
+def _existing(path: Path) -> Path:
+    """The path of a checkpoint to read; a missing one is an input error that names it (common.checkpoint
+    raises FileNotFoundError, which the CLI would print as a traceback)."""
+    if not Path(path).exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
 def load_model(path: Path, device: torch.device) -> tuple[NeuMF | QuantizedNeuMF, dict]:
     """The checkpoint's model (float or INT8) on `device`, and the checkpoint; the caller checks the data."""
-    model, ckpt = checkpoint.load_model(path, build_model, recipe="ncf", what="a NeuMF model")
+    model, ckpt = checkpoint.load_model(_existing(path), build_model, recipe="ncf", what="a NeuMF model")
     return model.to(device), ckpt
+
+
+def load_float(path: Path) -> tuple[NeuMF, dict]:
+    """The float NeuMF of an ncf.train checkpoint (eval mode) for ncf.quantize; an INT8 one is refused."""
+
+    def build(hyperparams: dict) -> NeuMF:
+        if "quantization" in hyperparams:
+            raise CheckpointError(
+                f"{path} is already an INT8 model written by ncf.quantize; pass the float checkpoint"
+            )
+        return NeuMF(NeuMFSizes.from_dict(hyperparams))
+
+    what = "float NeuMF hyperparams (num_users, num_items, mf_dim, mlp_layers, dropout)"
+    model, ckpt = checkpoint.load_model(_existing(path), build, recipe="ncf", what=what)
+    return model.eval(), ckpt
 
 
 def load_weights(path: Path, sizes: NeuMFSizes, data: NcfData, where: Path | str) -> dict[str, Any]:
     """The ncf float checkpoint for --load_checkpoint_path, checked to fit the model being trained."""
-    ckpt = checkpoint.load(path, recipe="ncf")
+    ckpt = checkpoint.load(_existing(path), recipe="ncf")
     hyper = dict(ckpt["hyperparams"])
     if "quantization" in hyper:
         raise CheckpointError(f"{path} is an INT8 model written by ncf.quantize; pass a float checkpoint")

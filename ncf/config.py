@@ -1,4 +1,5 @@
-"""NcfConfig: every knob of NCF training and evaluation, with DLE ncf.py's names and defaults."""
+"""The NCF commands' configs: NcfConfig (ncf.train: every knob of training and evaluation, with DLE ncf.py's
+names and defaults), EvaluateConfig (ncf.evaluate) and QuantizeConfig (ncf.quantize)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from common.config import ConfigError
 from common.kernels import HELP as KERNELS_HELP
 
 
@@ -104,3 +106,69 @@ class NcfConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """python -m ncf.evaluate: HR@K / NDCG@K of a checkpoint, or of a baseline, on a prepared dataset."""
+
+    data: Path | None = _f(None, "prepared dataset directory (required)")
+    checkpoint: Path | None = _f(
+        None, "best.pt / last.pt written by ncf.train, or an INT8 model of ncf.quantize (or --baseline)"
+    )
+    baseline: Literal["popularity"] | None = _f(None, "score a baseline instead of a model (or --checkpoint)")
+    feature_spec_file: str = _f("feature_spec.yaml", "feature spec file name, relative to --data")
+    topk: int = _f(10, "K of HR@K / NDCG@K", "-k")
+    valid_batch_size: int = _f(2**20, "rows per forward")
+    device: Literal["auto", "cpu", "cuda"] = _f(
+        "auto", "auto = the local rank's GPU when CUDA is present, else CPU"
+    )
+    log_path: Path | None = _f(None, "DLLogger JSON log")
+    kernels: Literal["auto", "reference"] = _f("auto", KERNELS_HELP)
+
+    def validate(self) -> None:
+        if self.data is None:
+            raise ConfigError("--data is required")
+        if (self.checkpoint is None) == (self.baseline is None):
+            raise ConfigError("give exactly one of --checkpoint and --baseline")
+        if min(self.topk, self.valid_batch_size) < 1:
+            raise ConfigError("--topk and --valid_batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """python -m ncf.quantize: calibrate, quantize, evaluate and time INT8 NeuMF models (a CPU tool)."""
+
+    data: Path | None = _f(None, "prepared dataset directory (required)")
+    checkpoint: Path | None = _f(None, "float NeuMF checkpoint from ncf.train (required)")
+    feature_spec_file: str = _f("feature_spec.yaml", "feature spec, relative to --data")
+    calibration: float = _f(0.1, "fraction of test series to calibrate on")
+    seed: int = _f(0, "seed of the calibration series choice")
+    per_channel: bool = _f(False, "per-output-channel weight scales")
+    split_final: bool = _f(False, "--output the INT8 model with the split final")
+    output: Path | None = _f(None, "where to save the INT8 model (atomic)")
+    log_path: Path | None = _f(None, "DLLogger JSON log")
+    topk: int = _f(10, "K of HR@K / NDCG@K", "-k")
+    valid_batch_size: int = _f(2**16, "candidate rows per forward (eval)")
+    batch_sizes: list[int] = _f(
+        [1, 256, 4096, 65536], "inference batch sizes to time (a bare --batch_sizes: no timing)"
+    )
+    warmup: int = _f(5, "untimed batches per batch size")
+    num_batches: int = _f(200, "at most this many timed batches per size")
+    bench_seconds: float = _f(5.0, "stop timing a size after this long")
+    threads: int = _f(0, "torch CPU threads (0: torch's default)")
+    kernels: Literal["auto", "reference"] = _f("auto", KERNELS_HELP)
+    device: ClassVar[str] = "cpu"  # what common.entry.start reads: static int8 kernels are CPU kernels
+
+    def validate(self) -> None:
+        if self.data is None or self.checkpoint is None:
+            raise ConfigError("--data and --checkpoint are required")
+        if not 0.0 < self.calibration <= 1.0:
+            raise ConfigError(f"--calibration must be in (0, 1], got {self.calibration}")
+        if (
+            min([self.topk, self.valid_batch_size, self.num_batches, *self.batch_sizes]) < 1
+            or self.warmup < 0
+        ):
+            raise ConfigError(
+                "--topk, --valid_batch_size, --num_batches and --batch_sizes must be positive, --warmup >= 0"
+            )

@@ -11,11 +11,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from common.errors import InputError
 from common.messages import shown
+from common.output_dir import no_space_message
 
 
-class PrepareDataError(ValueError):
-    """Bad input or output: one message naming the file (and line), printed by main without a traceback."""
+class PrepareDataError(InputError):
+    """Bad input or output: one message naming the file (and line), printed by the CLI without a traceback."""
+
+
+def released(err: Exception) -> Exception:
+    """What ncf.prepare_data / ncf.transcode main raises for `err`, once outside its except block: the
+    error without the tracebacks of the step that failed (its own and its chained errors'). Those frames
+    hold the input's bytes and pyarrow buffers, which must not stay alive into interpreter shutdown (see
+    _arrow_read). An OSError reading or writing a file becomes a PrepareDataError with its text; a full
+    disk stays an OSError (the CLI names it and exits 1)."""
+    if isinstance(err, OSError) and no_space_message(err, "") is None:
+        return PrepareDataError(str(err))
+    err.__cause__ = err.__context__ = None
+    return err.with_traceback(None)
 
 
 BOM = b"\xef\xbb\xbf"

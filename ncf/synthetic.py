@@ -85,35 +85,45 @@ def write_movielens(
     block = max(1, (1 << 22) // num_items)
     for b0 in range(0, num_users, block):
         logits = user_factors[b0 : b0 + block] @ item_factors.T + item_bias
-        pert = logits + rng.gumbel(size=logits.shape)  # Gumbel-top-k == sampling without replacement
-        top = np.argpartition(-pert, hi - 1, axis=1)[:, :hi]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(pert, top, 1), axis=1), 1)
-        n = counts[b0 : b0 + block]
-        valid = np.arange(hi) < n[:, None]
-        shuffled = np.argsort(np.where(valid, rng.random(top.shape), 2.0), axis=1)  # random time order
-        top = np.take_along_axis(top, shuffled, 1)
-        gaps = rng.exponential(2 * 86400.0, top.shape).astype(np.int64) + 1
-        gaps[rng.random(top.shape) < 0.03] = 0
-        start = rng.integers(946_684_800, 1_420_070_400, size=(len(n), 1))
-        ts = start + np.cumsum(gaps, axis=1)
-        aff = np.take_along_axis(logits, top, 1)
-        aff = (aff - logits.mean(1, keepdims=True)) / (logits.std(1, keepdims=True) + 1e-9)
-        parts.append((np.repeat(np.arange(b0, b0 + len(n)), n), top[valid], ts[valid], aff[valid]))
+        parts.append(_user_block(rng, logits, counts[b0 : b0 + block], hi, b0))
     u, i, ts, aff = (np.concatenate(x) for x in zip(*parts))
     perm = rng.permutation(len(u))
     u, i, ts, aff = u[perm], i[perm], ts[perm], aff[perm]
     raw = 3.0 + 0.6 * aff + rng.normal(0.0, 0.6, len(u))
-    half = np.clip(np.round(2 * raw) / 2, 0.5, 5.0)
-    whole = np.clip(np.round(raw), 1, 5).astype(np.int64)
-    cols: list[np.ndarray] = [user_ids[u], item_ids[i]]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / _MOVIELENS_FILES[layout]
-    if layout == "ml-20m":
-        text = "userId,movieId,rating,timestamp\n" + join_lines([*cols, np.char.mod("%.1f", half), ts], ",")
-    elif layout == "csv":
-        text = join_lines([*cols, ts], ",")
-    else:
-        text = join_lines([*cols, whole, ts], "::" if layout == "ml-1m" else "\t")
-    write_text(path, text)
+    write_text(path, _file_text(layout, [user_ids[u], item_ids[i]], raw, ts))
     return MovieLensSynthetic(path, user_ids, item_ids, user_factors, item_factors, item_bias)
+
+
+def _user_block(
+    rng: np.random.Generator, logits: np.ndarray, n: np.ndarray, hi: int, first_user: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(user, item, timestamp, within-user affinity) of a block of users: n[k] distinct items each,
+    drawn without replacement from softmax(logits[k]), in a random time order."""
+    pert = logits + rng.gumbel(size=logits.shape)  # Gumbel-top-k == sampling without replacement
+    top = np.argpartition(-pert, hi - 1, axis=1)[:, :hi]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(pert, top, 1), axis=1), 1)
+    valid = np.arange(hi) < n[:, None]
+    shuffled = np.argsort(np.where(valid, rng.random(top.shape), 2.0), axis=1)  # random time order
+    top = np.take_along_axis(top, shuffled, 1)
+    gaps = rng.exponential(2 * 86400.0, top.shape).astype(np.int64) + 1
+    gaps[rng.random(top.shape) < 0.03] = 0
+    start = rng.integers(946_684_800, 1_420_070_400, size=(len(n), 1))
+    ts = start + np.cumsum(gaps, axis=1)
+    aff = np.take_along_axis(logits, top, 1)
+    aff = (aff - logits.mean(1, keepdims=True)) / (logits.std(1, keepdims=True) + 1e-9)
+    return np.repeat(np.arange(first_user, first_user + len(n)), n), top[valid], ts[valid], aff[valid]
+
+
+def _file_text(layout: str, cols: list[np.ndarray], raw: np.ndarray, ts: np.ndarray) -> str:
+    """The ratings file of `layout` for raw (user, item) ids, real-valued ratings `raw` and timestamps:
+    half stars in ratings.csv, whole stars in ratings.dat / u.data, none in the generic csv."""
+    if layout == "ml-20m":
+        half = np.clip(np.round(2 * raw) / 2, 0.5, 5.0)
+        return "userId,movieId,rating,timestamp\n" + join_lines([*cols, np.char.mod("%.1f", half), ts], ",")
+    if layout == "csv":
+        return join_lines([*cols, ts], ",")
+    whole = np.clip(np.round(raw), 1, 5).astype(np.int64)
+    return join_lines([*cols, whole, ts], "::" if layout == "ml-1m" else "\t")

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from common import cli
-from common.feature_spec import FeatureSpec, FeatureSpecError
+from common.errors import RecipeError
+from common.feature_spec import FeatureSpec
 from common.logging import log_run
 from common.messages import shown
 from ncf.dataset_files import DATA_FILES, check_output, ncf_spec, publish
-from ncf.ratings_csv import PrepareDataError, parse_csv
+from ncf.ratings_csv import PrepareDataError, parse_csv, released
 
 CHANNELS = ("user_ch", "item_ch", "label_ch")
 MAPPINGS = ("train", "test")
@@ -225,12 +226,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         result = transcode(args.input_spec, args.output, args.overwrite)
-    except (PrepareDataError, FeatureSpecError, OSError) as err:
-        result = {"error": f"error: {err}"}
-    if "error" in result:  # exit outside the except block, see ncf.prepare_data.main
-        print(result["error"], file=sys.stderr)
-        raise SystemExit(2)
-    result["seconds"] = time.perf_counter() - start
+    except (RecipeError, OSError) as err:
+        failure = released(err)
+    else:
+        return _finished(args, result, time.perf_counter() - start)
+    raise failure  # outside the except block: see ncf.ratings_csv.released
+
+
+def _finished(args: argparse.Namespace, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The summary line and the log of a finished transcode."""
+    result["seconds"] = seconds
     print(
         f"transcoded {args.input_spec}: {result['train_rows']} train rows, {result['test_rows']} test rows, "
         f"{result['users']} users, {result['items']} items; dropped features {result['dropped_features']}, "

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from common import checkpoint
+from common import checkpoint, cli
 from common.logging import read_log
 from ncf import data as ncf_data
 from ncf import evaluate as ncf_evaluate
@@ -26,12 +26,15 @@ from tests.ncf.conftest import TINY
 SMALL = {"num_users": 40, "num_items": 30, "ratings_per_user": (8, 25), "seed": 3}
 
 
-def _exit(main, argv: list, capsys: pytest.CaptureFixture) -> str:
-    """stderr (or exit message) of a main(*argv) that must stop with one clear error (no traceback)."""
+def _exit(main, argv: list, capsys: pytest.CaptureFixture, status: int = 2) -> str:
+    """stderr of the command line main(*argv) (run in process as `python -m` runs it: common.cli.run), which
+    must stop with exit `status` (2: bad input, 1: the run failed) and one clear error line, no traceback."""
+    capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        main(*argv) if main is _train else main(argv)
-    err = capsys.readouterr().err + (e.value.code if isinstance(e.value.code, str) else "")
-    assert e.value.code not in (0, None) and "error: " in err and "Traceback" not in err, err
+        cli.run(lambda _: main(*argv) if main is _train else main(argv), [])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert e.value.code == status and len(errors) == 1 and "Traceback" not in err, (e.value.code, err)
     return err
 
 
@@ -196,6 +199,25 @@ def test_resume_refuses_changed_flags_or_data_and_appends_to_the_log(
     assert _train(small, tmp_path, *changed, "--epochs", "1", "--no-resume")["epochs"] == 1
 
 
+def test_a_checkpoint_from_before_train_state_resumes_to_the_same_metrics(small, tmp_path) -> None:
+    """last.pt of the ncf.train before TrainState kept progress = {epoch, history, best, elapsed}: it
+    resumes to the metrics of an uninterrupted run, its optimizer step count is what its epochs took."""
+    full = _train(small, tmp_path / "full", "--seed", "3", "--epochs", "2")
+    _train(small, tmp_path / "old", "--seed", "3", "--epochs", "1")
+    last = tmp_path / "old" / "ck" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    assert payload["progress"]["global_step"] > 0  # as written now
+    payload["progress"] = {key: payload["progress"][key] for key in ("epoch", "history", "best", "elapsed")}
+    del payload["checksum"]
+    payload["checksum"] = checkpoint.checksum(payload)
+    torch.save(payload, last)
+    resumed = _train(small, tmp_path / "old", "--epochs", "2")
+    keys = ("hr@10", "ndcg@10", "best_epoch", "train_loss", "validation_loss", "epochs")
+    assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
+    progress = [checkpoint.load(tmp_path / run / "ck" / "last.pt")["progress"] for run in ("old", "full")]
+    assert progress[0]["global_step"] == progress[1]["global_step"] and progress[0]["epoch"] == 2
+
+
 def test_load_checkpoint_path_must_be_an_ncf_model_that_fits(small, tmp_path, capsys) -> None:
     _train(small, tmp_path, "--seed", "3", "--epochs", "1")
     best = tmp_path / "ck" / "best.pt"
@@ -222,7 +244,7 @@ def test_load_checkpoint_path_must_be_an_ncf_model_that_fits(small, tmp_path, ca
 
 def test_non_finite_loss_stops_with_one_error_and_no_checkpoint(small, tmp_path, capsys) -> None:
     flags = ["--seed", "3", "--epochs", "2", "--learning_rate", "1e30", "--batch_size", "128"]
-    err = _exit(_train, [small, tmp_path, *flags], capsys)
+    err = _exit(_train, [small, tmp_path, *flags], capsys, status=1)
     assert "training loss is nan in epoch 0" in err or "training loss is inf in epoch 0" in err, err
     assert "--learning_rate" in err and not list((tmp_path / "ck").glob("*.pt"))
 
@@ -232,6 +254,6 @@ def test_full_disk_while_saving_a_checkpoint_is_one_line(small, tmp_path, capsys
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", full)
-    err = _exit(_train, [small, tmp_path, "--seed", "3", "--epochs", "1"], capsys)
+    err = _exit(_train, [small, tmp_path, "--seed", "3", "--epochs", "1"], capsys, status=1)
     assert f"no space left on device while writing {tmp_path / 'ck' / 'best.pt'}" in err, err
     assert not [p for p in (tmp_path / "ck").iterdir()]  # no temp file left either

@@ -11,8 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common import cli
 from common.feature_spec import FeatureSpec
-from ncf.prepare_data import PrepareDataError, build_dataset, main, read_ratings, sample_test_negatives
+from ncf.leave_one_out import build_dataset, sample_test_negatives
+from ncf.prepare_data import main
+from ncf.ratings_csv import PrepareDataError
+from ncf.ratings_files import read_ratings
 from ncf.synthetic import write_movielens
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,13 +47,10 @@ def prep(source: Path, output: Path, *flags: str) -> dict[str, float]:
 
 
 def run_main(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    """(exit status, stderr) of main(args)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+    """(exit status, stderr) of the command line `python -m ncf.prepare_data *args` (in process)."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(main, args)
+    return exit_.value.code, capsys.readouterr().err
 
 
 def load(directory: Path) -> dict[str, np.ndarray]:

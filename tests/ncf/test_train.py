@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from common import distributed
+from common.errors import InputError, UsageError
 from common.logging import read_log
 from ncf import data as ncf_data
 from ncf import evaluate as ncf_evaluate
@@ -118,10 +119,11 @@ def test_torchrun_two_gloo_ranks_train(movielens, tmp_path: Path) -> None:
 
 
 def test_clear_errors(tmp_path: Path, capsys) -> None:
-    with pytest.raises(SystemExit, match="--data is required"):
+    with pytest.raises(UsageError, match="--data is required"):
         train.main([])
-    with pytest.raises(SystemExit, match="feature_spec.yaml"):
-        train.main(["--data", str(tmp_path)])
-    with pytest.raises(SystemExit):
+    with pytest.raises(InputError, match="feature_spec.yaml"):
+        train.main(["--data", str(tmp_path), "--log_path", str(tmp_path / "log.json")])
+    with pytest.raises(SystemExit):  # a bad flag value: argparse's usage error
         train.main(["--data", str(tmp_path), "--layers", "7", "4"])
     assert "even first size" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written: no log

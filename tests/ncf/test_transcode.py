@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
+from common.errors import InputError
 from common.feature_spec import FeatureSpec
+from ncf.ratings_csv import PrepareDataError
 from ncf.transcode import main, transcode
 
 # Columns: user, gender (dropped), item, label. Train spans two files, and has one train negative.
@@ -81,10 +83,10 @@ def test_declared_cardinality_is_kept_and_checked(tmp_path: Path, capsys: pytest
     spec = byo(tmp_path, **{"feature_spec.item": {"cardinality": 20}})
     assert transcode(spec, tmp_path / "ok")["items"] == 20
     small = byo(tmp_path / "small", **{"feature_spec.item": {"cardinality": 10}})
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(PrepareDataError) as exit_:
         main(["--input_spec", str(small), "--output", str(tmp_path / "bad")])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith("error: ")
+    err = str(exit_.value)
+    assert exit_.value.exit_code == 2 and capsys.readouterr().err == ""
     assert (
         "feature 'item'" in err and "max id 12" in err and "declared 10" in err and "test.csv line 3" in err
     )
@@ -110,10 +112,10 @@ def test_bad_input_is_one_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture, kwargs: dict, expected: list[str]
 ) -> None:
     spec = byo(tmp_path, **kwargs)
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(InputError) as exit_:
         main(["--input_spec", str(spec), "--output", str(tmp_path / "out" / "ds")])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith("error: ") and "Traceback" not in err
+    err = str(exit_.value)
+    assert exit_.value.exit_code == 2 and capsys.readouterr().err == ""
     for text in expected:
         assert text in err, err
     assert not (tmp_path / "out").exists()
@@ -125,12 +127,10 @@ def test_non_csv_chunk_and_existing_output(tmp_path: Path, capsys: pytest.Captur
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.npy").write_bytes(b"")
-    with pytest.raises(SystemExit):
+    with pytest.raises(PrepareDataError, match="--overwrite"):
         main(["--input_spec", str(spec), "--output", str(out)])
-    assert "--overwrite" in capsys.readouterr().err
     main(["--input_spec", str(spec), "--output", str(out), "--overwrite"])
     assert not (out / "old.npy").exists()
     # the npy output is not transcoder input
-    with pytest.raises(SystemExit):
+    with pytest.raises(PrepareDataError, match="transcode reads csv chunks"):
         main(["--input_spec", str(out / "feature_spec.yaml"), "--output", str(tmp_path / "again")])
-    assert "transcode reads csv chunks" in capsys.readouterr().err

@@ -15,11 +15,16 @@ from common.kernels import HELP as KERNELS_HELP
 from dlrm.model import CRITEO_FL15_TABLE_SIZES
 
 
-def _f(default, help: str, *aliases: str, seed_values: dict | None = None):  # noqa: A002 - the flag table
+def flag(default, help: str, *aliases: str, seed_values: dict | None = None):  # noqa: A002 - the flag table
+    """A config field: its default, its --help text, the seed's other spellings and sentinel values. Every
+    DLRM entry point's config dataclass is built from these (common.config turns it into the command line)."""
     meta = {"help": help, "aliases": aliases, "seed_values": seed_values or {}}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+_f = flag  # short, for the long table below
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from common import amp as amp_lib
-from common import distributed
+from common import checkpoint, distributed
 from common.errors import InputError, RunError, UsageError
 from common.logging import read_log
 from common.metrics import roc_auc
@@ -23,6 +23,7 @@ from dlrm import steps, train
 from dlrm.lr_schedule import LrSchedule
 from dlrm.model import DLRM, DlrmSizes
 from dlrm.parallel import build_model_parallel
+from dlrm.train_state import DlrmState
 from tests.distributed_helpers import run_distributed
 from tests.dlrm.conftest import TINY
 
@@ -175,6 +176,36 @@ def test_killed_run_resumes_to_the_same_metrics(planted, tmp_path: Path, monkeyp
     assert [p["data"]["resumed_from_step"] for p in params] == [0, 60]  # the resumed run appended its log
     keys = ("best_auc", "best_validation_loss", "training_loss", "best_epoch", "auc", "steps")
     assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
+
+
+def test_a_checkpoint_from_before_dlrm_state_resumes(planted, tmp_path: Path) -> None:
+    """Before DlrmState, `progress` was a plain dict whose evaluation records were `evals` (no `history`,
+    no `elapsed`). Such a checkpoint resumes with its history: at its end nothing is re-evaluated, and
+    continued it ends with the uninterrupted run's metrics. The 002e637 fixture's progress is a fresh state."""
+    dataset, _ = planted
+    flags = ("--test_freq", "16", "--benchmark_warmup_steps", "4")
+    full = _train(dataset, tmp_path / "full", "--max_steps", "48", *flags)
+    _train(dataset, tmp_path / "old", "--max_steps", "32", *flags)
+    path = tmp_path / "old" / "ck.pt"
+    ckpt = checkpoint.load(path)
+    progress = ckpt["progress"]
+    ckpt["progress"] = {k: v for k, v in progress.items() if k not in ("history", "elapsed")}
+    ckpt["progress"]["evals"] = progress["history"]
+    assert set(ckpt["progress"]) == {"epoch", "step_in_epoch", "global_step", "train_time", "loss_sum", "loss_count",
+                                     "training_loss", "best", "evals", "stopped", "untimed_steps"}  # fmt: skip
+    ckpt["checksum"] = checkpoint.checksum(ckpt)
+    torch.save(ckpt, path)
+    again = _train(dataset, tmp_path / "old", "--max_steps", "32", *flags)  # nothing left to do
+    records = read_log(tmp_path / "old" / "log.json")
+    assert [r["step"][1] for r in records if r["type"] == "LOG" and "validation_loss" in r["data"] and r["step"]] == [
+        16, 32
+    ]  # fmt: skip
+    assert again["auc"] == progress["history"][-1]["auc"] and again["best_epoch"] == 32 / 128
+    resumed = _train(dataset, tmp_path / "old", "--max_steps", "48", *flags)
+    keys = ("best_auc", "best_validation_loss", "training_loss", "best_epoch", "auc", "steps")
+    assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
+    fixture = torch.load(Path(__file__).parent / "fixtures" / "dlrm_checkpoint_002e637.pt", weights_only=True)
+    assert DlrmState.resume(fixture["progress"]) == DlrmState()
 
 
 def test_table_sharded_run_resumes_to_the_same_metrics(planted, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from common.errors import InputError, RunError
 from common.feature_spec import FeatureSpec, smallest_int_dtype
 from common.logging import JsonLogger
 from common.output_dir import no_space_message, staging
-from dlrm.config import flag
+from dlrm.flags import flag
 
 ROW_INTS = 40  # label, 13 numerical, 26 categorical
 NUM_NUMERICAL = 13

@@ -23,7 +23,7 @@ from common.distributed import DistEnv
 from common.errors import InputError, RecipeError, UsageError
 from common.kernels import HELP as KERNELS_HELP
 from dlrm import data as dlrm_data
-from dlrm.config import flag
+from dlrm.flags import flag
 from dlrm.model import DLRM
 from dlrm.scoring import check_compatible, evaluate, load_model
 

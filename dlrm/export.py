@@ -31,7 +31,7 @@ from common import checkpoint, cli, config, output_dir
 from common.errors import InputError, RecipeError, RunError, UsageError
 from common.logging import log_run
 from dlrm import scoring
-from dlrm.config import flag
+from dlrm.flags import flag
 from dlrm.model import DLRM, DlrmSizes
 
 FORMATS = ("torchscript", "onnx")

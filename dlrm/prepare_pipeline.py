@@ -137,16 +137,10 @@ def _vocabulary(merger: CountMerger, threshold: int, tmp: Path) -> tuple[list[in
 
 
 def _encode_pass(
-    runner: OrderedPool,
-    layout: _Layout,
-    dtype: np.dtype,
-    tmp: Path,
-    block: int,
-    seed: int,
-    buckets: int,
-    progress: bool,
+    runner: OrderedPool, layout: _Layout, dtype: np.dtype, tmp: Path, block: int, cfg: PrepareConfig
 ) -> np.ndarray:
-    """Pass 2: test/validation rows to their final files, train rows to the shuffle bucket files.
+    """Pass 2: test/validation rows to their final files, train rows to the shuffle bucket files (as many
+    as --memory_limit needs to sort one in memory).
 
     Returns the train rows per bucket. Rows per (segment, bucket) follow from the stateless bucket hash
     alone, so every segment's offset in every bucket file is fixed before the pass and the workers
@@ -164,6 +158,7 @@ def _encode_pass(
         train_rows(first_lines[s.index], layout.segment_lines[s.index], layout.routes[s.file_index])
         for s in segments
     ]
+    seed, buckets = cfg.seed, num_buckets(layout.rows["train"] * dtype.itemsize, cfg.memory_bytes)
     counts = np.stack(list(runner.map(functools.partial(bucket_counts, seed=seed, buckets=buckets), ranges)))
     offsets = np.cumsum(counts, axis=0) - counts
     names = tuple(dtype[f"cat_{j}"].name for j in range(NUM_CATEGORICAL))
@@ -183,7 +178,7 @@ def _encode_pass(
         for s in segments
     ]
     results = _ordered(runner, encode_segment, segments, tasks, lambda seg: first_lines[seg.index])
-    with _bar(sum(s.size for s in segments), "pass 2/3 encode", progress) as bar:
+    with _bar(sum(s.size for s in segments), "pass 2/3 encode", cfg.progress) as bar:
         for segment, _ in results:
             bar.update(segment.size)
     return counts.sum(axis=0)
@@ -226,8 +221,8 @@ def prepare(cfg: PrepareConfig, dataset_type: str, files: list[Path], output: Pa
         )
 
         dtype = record_dtype(cat_dtypes, NUM_INTEGER)
-        buckets = num_buckets(rows["train"] * dtype.itemsize, cfg.memory_bytes)
-        per_bucket = _encode_pass(runner, layout, dtype, tmp, block, cfg.seed, buckets, cfg.progress)
+        per_bucket = _encode_pass(runner, layout, dtype, tmp, block, cfg)
+        buckets = len(per_bucket)
         runner.close()
         runner = None
         _step("pass 2/3 encode", start, f": {rows['test']:,} test and {rows['validation']:,} validation rows")

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     env = entry.start(cfg)
     run = setup(cfg, env)
     state, sizes = run.state, run.eval_model.sizes
-    log = entry.open_log(
+    log = entry.open_log(  # a relative --log_path is under --output_dir (the 2020 flag)
         dataclasses.replace(cfg, log_path=cfg.resolve(cfg.log_path)), env, METRICS,
         append=run.resumed_from is not None, table_sizes=list(sizes.table_sizes),
         amp_mode=run.amp.describe(), resumed_from_step=state.global_step,

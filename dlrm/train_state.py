@@ -2,7 +2,8 @@
 
 On top of common.train_state.TrainState (epoch, global_step, elapsed, history, best) DLRM keeps where it
 is inside an epoch (a resume continues mid-epoch) and the open loss window, so a resumed run logs and ends
-with the same numbers as an uninterrupted one.
+with the same numbers as an uninterrupted one. Its clock is `train_time` (training steps only, what the
+throughput is computed from); the inherited wall-clock `elapsed` is not tracked and stays 0.
 """
 
 from __future__ import annotations

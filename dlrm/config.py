@@ -6,20 +6,16 @@ lr 28, warmup 6400, decay 64000 + 80000); dlrm/configs/criteo_64k.yaml is the ne
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from common.config import Ignored
 from common.kernels import HELP as KERNELS_HELP
+from dlrm.flags import flag
 from dlrm.model import CRITEO_FL15_TABLE_SIZES
 
-
-def _f(default, help: str, *aliases: str, seed_values: dict | None = None):  # noqa: A002 - the flag table
-    meta = {"help": help, "aliases": aliases, "seed_values": seed_values or {}}
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+_f = flag  # short, for the long table below
 
 
 @dataclass(frozen=True)

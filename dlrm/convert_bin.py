@@ -12,17 +12,18 @@ dtype) plus feature_spec.yaml; this writes exactly that, streaming (memory ~ --c
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from common import cli
+from common import cli, config
+from common.errors import InputError, RunError
 from common.feature_spec import FeatureSpec, smallest_int_dtype
 from common.logging import JsonLogger
-from common.output_dir import staging
+from common.output_dir import no_space_message, staging
+from dlrm.flags import flag
 
 ROW_INTS = 40  # label, 13 numerical, 26 categorical
 NUM_NUMERICAL = 13
@@ -30,7 +31,7 @@ SPLITS = {"train": ("train_data.bin",), "test": ("test_data.bin",),
           "validation": ("validation_data.bin", "val_data.bin")}  # fmt: skip
 
 
-class ConvertError(ValueError):
+class ConvertError(InputError):
     """Bad input: the message names the file and what was expected."""
 
 
@@ -98,39 +99,47 @@ def write_spec(out: Path, splits: list[str], cards: list[int], metadata: dict) -
     FeatureSpec(features, source, channels, metadata, out).to_yaml()
 
 
+@dataclass(frozen=True)
+class ConvertConfig:
+    input: Path | None = flag(None, "directory with train_data.bin, test_data.bin, [val_data.bin | "
+                              "validation_data.bin] and model_size.json (required)")  # fmt: skip
+    output: Path | None = flag(None, "new dataset directory (required)")
+    chunk_rows: int = flag(1 << 20, "rows converted at a time")
+    overwrite: bool = flag(False, "replace an existing non-empty --output (never one holding --input)")
+    log_path: Path | None = flag(None, "DLLogger JSON log")
+
+    def validate(self) -> None:
+        if self.input is None or self.output is None:
+            raise ValueError("--input and --output are required")
+
+
 def main(argv: list[str] | None = None) -> dict[str, int]:
-    p = argparse.ArgumentParser(prog="python -m dlrm.convert_bin", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", type=Path, required=True, help="directory with train_data.bin, test_data.bin, "
-                   "[val_data.bin | validation_data.bin] and model_size.json (required)")  # fmt: skip
-    p.add_argument("--output", type=Path, required=True, help="new dataset directory (required)")
-    p.add_argument(
-        "--chunk_rows", type=int, default=1 << 20, help="rows converted at a time (default: 1048576)"
+    cfg = config.parse(
+        ConvertConfig, argv, prog="python -m dlrm.convert_bin", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output")
-    p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log (default: None)")
-    args = p.parse_args(argv)
     try:
-        if args.chunk_rows <= 0:
-            raise ConvertError(f"--chunk_rows must be positive, got {args.chunk_rows}")
-        cards = read_cardinalities(args.input / "model_size.json")
-        found = {s: next((args.input / n for n in names if (args.input / n).is_file()), None)
+        if cfg.chunk_rows <= 0:
+            raise ConvertError(f"--chunk_rows must be positive, got {cfg.chunk_rows}")
+        cards = read_cardinalities(cfg.input / "model_size.json")
+        found = {s: next((cfg.input / n for n in names if (cfg.input / n).is_file()), None)
                  for s, names in SPLITS.items()}  # fmt: skip
         if found["train"] is None or found["test"] is None:
-            raise ConvertError(f"{args.input}: needs train_data.bin and test_data.bin (the 2020 layout)")
+            raise ConvertError(f"{cfg.input}: needs train_data.bin and test_data.bin (the 2020 layout)")
         for src in found.values():  # every file's framing before any work
             if src is not None:
                 count_rows(src)
-        log = JsonLogger(args.log_path, metadata={})
-        log.parameters({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+        log = JsonLogger(cfg.log_path, metadata={})
+        log.parameters(config.to_dict(cfg))
         rows: dict[str, int] = {}
-        with staging(args.output, args.overwrite, ConvertError, inputs=[args.input]) as tmp:
+        with staging(cfg.output, cfg.overwrite, ConvertError, inputs=[cfg.input]) as tmp:
             for split, src in found.items():
                 if src is not None:
-                    rows[split] = convert_split(src, tmp, split, cards, args.chunk_rows)
-            write_spec(tmp, list(rows), cards, {"converted_from": str(args.input.absolute()), "rows": rows})
-    except (ConvertError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+                    rows[split] = convert_split(src, tmp, split, cards, cfg.chunk_rows)
+            write_spec(tmp, list(rows), cards, {"converted_from": str(cfg.input.absolute()), "rows": rows})
+    except OSError as e:
+        if (full := no_space_message(e, cfg.output)) is not None:
+            raise RunError(full) from None
+        raise ConvertError(str(e)) from None
     summary = {f"{s}_rows": n for s, n in rows.items()}
     log.summary(summary)
     log.close()

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from common.errors import InputError
 from common.messages import shown
 
 NUM_INTEGER, NUM_CATEGORICAL = 13, 26
@@ -49,7 +50,7 @@ _PATTERNS = {  # what a valid field looks like; only used to find the bad line a
 }
 
 
-class PrepareDataError(ValueError):
+class PrepareDataError(InputError):
     """Bad input or output: one message naming the file (and line), printed by main without a traceback."""
 
 

@@ -10,19 +10,21 @@ The model is rebuilt from the checkpoint alone (its stored sizes); no model flag
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from common import amp as amp_lib
-from common import cli, distributed, kernels
+from common import cli, config, entry
 from common.distributed import DistEnv
-from common.feature_spec import FeatureSpecError
-from common.logging import JsonLogger
+from common.errors import InputError, RecipeError, UsageError
+from common.kernels import HELP as KERNELS_HELP
 from dlrm import data as dlrm_data
+from dlrm.flags import flag
+from dlrm.model import DLRM
 from dlrm.scoring import check_compatible, evaluate, load_model
 
 METRICS = {
@@ -33,6 +35,29 @@ METRICS = {
 }
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    checkpoint: Path | None = flag(None, "checkpoint written by dlrm.train (required)")
+    dataset: Path | None = flag(None, "prepared dataset directory; none = the checkpoint's synthetic data")
+    feature_spec: str = flag("feature_spec.yaml", "feature spec file name, relative to --dataset")
+    split: Literal["test", "validation"] = flag("test", "the split to score")
+    test_batch_size: int | None = flag(None, "global batch; none = the training run's --test_batch_size")
+    prefetch_batches: int = flag(8, "batches read ahead by the background loader thread")
+    amp: bool = flag(False, "mixed precision autocast")
+    device: Literal["auto", "cpu", "cuda"] = flag(
+        "auto", "auto = the local rank's GPU when present, else CPU"
+    )
+    log_path: Path | None = flag(None, "DLLogger JSON log (rank 0 only)")
+    progress: bool = flag(True, "show a tqdm progress bar on rank 0")
+    kernels: Literal["auto", "reference"] = flag("auto", KERNELS_HELP)
+
+    def validate(self) -> None:
+        if self.checkpoint is None:
+            raise ValueError("--checkpoint is required (a checkpoint written by dlrm.train)")
+        if self.prefetch_batches <= 0 or (self.test_batch_size is not None and self.test_batch_size <= 0):
+            raise ValueError("--prefetch_batches and --test_batch_size must be positive")
+
+
 def build_source(
     saved: dict, dataset: Path | None, spec_file: str, env: DistEnv, depth: int
 ) -> dlrm_data.DiskSource | dlrm_data.SyntheticSource:
@@ -41,7 +66,7 @@ def build_source(
         ds = dlrm_data.open_dataset(dataset, spec_file)
         return dlrm_data.DiskSource(ds, env.rank, env.world_size, env.device, depth)
     if not saved.get("synthetic_dataset"):
-        raise ValueError("--dataset is required (the checkpoint was not trained on --synthetic_dataset)")
+        raise UsageError("--dataset is required (the checkpoint was not trained on --synthetic_dataset)")
     synthetic = dlrm_data.SyntheticCriteo(tuple(saved["synthetic_dataset_table_sizes"]), seed=saved["seed"])
     return dlrm_data.SyntheticSource(
         synthetic, saved["synthetic_dataset_num_entries"], saved["synthetic_dataset_test_entries"],
@@ -49,53 +74,42 @@ def build_source(
     )  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(prog="python -m dlrm.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--checkpoint", type=Path, required=True, help="checkpoint written by dlrm.train (required)"
-    )
-    p.add_argument("--dataset", type=Path, default=None,
-                   help="prepared dataset directory (default: None = the checkpoint's synthetic data)")  # fmt: skip
-    p.add_argument("--feature_spec", default="feature_spec.yaml", help="(default: feature_spec.yaml)")
-    p.add_argument("--split", choices=("test", "validation"), default="test", help="(default: test)")
-    p.add_argument("--test_batch_size", type=int, default=None,
-                   help="global batch (default: None = the training run's --test_batch_size)")  # fmt: skip
-    p.add_argument("--prefetch_batches", type=int, default=8, help="read-ahead batches (default: 8)")
-    p.add_argument(
-        "--amp", action=argparse.BooleanOptionalAction, default=False, help="autocast (default: False)"
-    )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
-    p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log (default: None)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="(default: True)")
-    kernels.add_argument(p)
-    args = p.parse_args(argv)
-    kernels.set_policy(args.kernels)
-    owns_group = not torch.distributed.is_initialized()  # a caller's process group is left to the caller
-    env = distributed.init(args.device)
+def open_inputs(
+    cfg: EvaluateConfig, env: DistEnv
+) -> tuple[DLRM, dlrm_data.DiskSource | dlrm_data.SyntheticSource, int]:
+    """(model, source, global batch), checked against each other before any work; typed errors."""
     try:
-        model, ckpt = load_model(args.checkpoint, env.device)
+        model, ckpt = load_model(cfg.checkpoint, env.device)
         saved = ckpt.get("config", {})
-        source = build_source(saved, args.dataset, args.feature_spec, env, args.prefetch_batches)
-        check_compatible(model, source, str(args.checkpoint), ckpt)
-        batch = args.test_batch_size or saved.get("test_batch_size", 32768)
-        source.rows(args.split)  # a missing split fails here, before any work
-    except (FeatureSpecError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    log = JsonLogger(args.log_path, enabled=env.is_main, metadata=METRICS)
-    log.parameters({**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                    "test_batch_size": batch, "world_size": env.world_size})  # fmt: skip
-    amp = amp_lib.setup(args.amp, env.device, "auto")
+        source = build_source(saved, cfg.dataset, cfg.feature_spec, env, cfg.prefetch_batches)
+        check_compatible(model, source, str(cfg.checkpoint), ckpt)
+        source.rows(cfg.split)  # a missing split fails here, before any work
+    except RecipeError:
+        raise
+    except (FileNotFoundError, ValueError) as e:
+        raise InputError(str(e)) from None
+    return model, source, cfg.test_batch_size or saved.get("test_batch_size", 32768)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    cfg = config.parse(
+        EvaluateConfig, argv, prog="python -m dlrm.evaluate", description=__doc__.split("\n\n")[0]
+    )
+    owns_group = not torch.distributed.is_initialized()  # a caller's process group is left to the caller
+    env = entry.start(cfg)
+    model, source, batch = open_inputs(cfg, env)
+    log = entry.open_log(cfg, env, METRICS, test_batch_size=batch)
+    amp = amp_lib.setup(cfg.amp, env.device, "auto")
     t0 = time.perf_counter()
-    result = evaluate(model, source.eval_batches(args.split, batch), env, amp, args.progress and env.is_main)
+    result = evaluate(model, source.eval_batches(cfg.split, batch), env, amp, cfg.progress and env.is_main)
     elapsed = time.perf_counter() - t0
     summary = {"auc": result["auc"], "validation_loss": result["loss"], "eval_time": elapsed,
                "eval_throughput": result["samples"] / elapsed, "samples": result["samples"]}  # fmt: skip
-    log.summary(summary)
-    log.close()
-    if owns_group:
-        distributed.shutdown(env)
-    return summary
+    if not owns_group:
+        log.summary(summary)
+        log.close()
+        return summary
+    return entry.finish(env, log, summary)
 
 
 if __name__ == "__main__":

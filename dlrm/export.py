@@ -13,7 +13,6 @@ float32 (apply sigmoid for a click probability). The model is rebuilt from the c
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import logging
@@ -22,13 +21,17 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from common import checkpoint, cli, output_dir
+from common import checkpoint, cli, config, output_dir
+from common.errors import InputError, RecipeError, RunError, UsageError
 from common.logging import log_run
 from dlrm import scoring
+from dlrm.flags import flag
 from dlrm.model import DLRM, DlrmSizes
 
 FORMATS = ("torchscript", "onnx")
@@ -198,53 +201,53 @@ def required_packages(formats: list[str], onnx_exporter: str) -> list[str]:
     return ["onnx", "onnxscript"] if onnx_exporter == "dynamo" else ["onnx"]
 
 
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: Path | None = flag(None, "checkpoint written by dlrm.train (required)")
+    output: Path | None = flag(None, "directory to create (required)")
+    format: list[str] = flag(list(FORMATS), f"formats to write, of {' '.join(FORMATS)}")
+    batch_size: int = flag(1024, "batch of the example input used to trace/export and check")
+    onnx_exporter: Literal["dynamo", "torchscript"] = flag(
+        "dynamo", "torch.onnx.export path: dynamo=True (needs onnxscript) or the older TorchScript-based one"
+    )
+    overwrite: bool = flag(False, "replace a non-empty --output")
+    log_path: Path | None = flag(None, "DLLogger JSON log of the run; none = no log")
+
+    def validate(self) -> None:
+        if self.checkpoint is None or self.output is None:
+            raise ValueError("--checkpoint and --output are required")
+        if not self.format or not set(self.format) <= set(FORMATS):
+            raise ValueError(f"--format takes {' '.join(FORMATS)}, got {' '.join(self.format) or 'nothing'}")
+        if self.batch_size < 2:
+            raise ValueError(
+                "--batch_size must be >= 2 (torch.export specialises a batch of 1 to a constant)"
+            )
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m dlrm.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--checkpoint", type=Path, required=True, help="checkpoint written by dlrm.train (required)"
-    )
-    parser.add_argument("--output", type=Path, required=True, help="directory to create (required)")
-    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS),
-                        help="formats to write (default: torchscript onnx)")  # fmt: skip
-    parser.add_argument("--batch_size", type=int, default=1024,
-                        help="batch of the example input used to trace/export and check (default: 1024)")  # fmt: skip
-    parser.add_argument("--onnx_exporter", choices=("dynamo", "torchscript"), default="dynamo",
-                        help="torch.onnx.export path: dynamo=True (needs onnxscript) or the older "
-                             "TorchScript-based one (default: dynamo)")  # fmt: skip
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty --output (default: False)"
-    )
-    parser.add_argument(
-        "--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)"
-    )
-    args = parser.parse_args(argv)
-    if args.batch_size < 2:
-        parser.error("--batch_size must be >= 2 (torch.export specialises a batch of 1 to a constant)")
-    missing = [
-        m for m in required_packages(args.format, args.onnx_exporter) if importlib.util.find_spec(m) is None
-    ]
-    if missing:
-        print(f"error: --format onnx with --onnx_exporter {args.onnx_exporter} needs the package(s) "
-              f"{', '.join(missing)}: pip install {' '.join(missing)} (or --format torchscript)", file=sys.stderr)  # fmt: skip
-        raise SystemExit(2)
+    cfg = config.parse(ExportConfig, argv, prog="python -m dlrm.export", description=__doc__.split("\n\n")[0])
+    formats = sorted(set(cfg.format), key=FORMATS.index)
+    if missing := [
+        m for m in required_packages(formats, cfg.onnx_exporter) if importlib.util.find_spec(m) is None
+    ]:
+        raise UsageError(f"--format onnx with --onnx_exporter {cfg.onnx_exporter} needs the package(s) "
+                         f"{', '.join(missing)}: pip install {' '.join(missing)} (or --format torchscript)")  # fmt: skip
     t0 = time.perf_counter()
     try:
-        info = export(args.checkpoint, args.output, sorted(set(args.format), key=FORMATS.index), args.batch_size,
-                      args.overwrite, args.onnx_exporter)  # fmt: skip
+        info = export(cfg.checkpoint, cfg.output, formats, cfg.batch_size, cfg.overwrite, cfg.onnx_exporter)
+    except RecipeError:
+        raise
     except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise InputError(str(e)) from None
     except OSError as e:
-        if (message := output_dir.no_space_message(e, args.output)) is None:
+        if (message := output_dir.no_space_message(e, cfg.output)) is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise RunError(message) from None
     seconds = time.perf_counter() - t0
-    print(f"exported {', '.join(info['files'])} to {args.output} in {seconds:.1f} s "
+    print(f"exported {', '.join(info['files'])} to {cfg.output} in {seconds:.1f} s "
           f"(max |logit - eager| {info['max_abs_diff_vs_eager']:.2e})", file=sys.stderr)  # fmt: skip
-    return log_run(
-        args.log_path, args, {"export_time": seconds, "max_abs_diff_vs_eager": info["max_abs_diff_vs_eager"]}
-    )
+    summary = {"export_time": seconds, "max_abs_diff_vs_eager": info["max_abs_diff_vs_eager"]}
+    return log_run(cfg.log_path, config.to_dict(cfg), summary)
 
 
 if __name__ == "__main__":

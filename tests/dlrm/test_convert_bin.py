@@ -4,12 +4,14 @@ and the newest split binary + feature_spec.yaml exactly as its preprocessing wri
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from common.errors import InputError
 from dlrm import convert_bin, train
 from dlrm import data as dlrm_data
 from tests.dlrm.conftest import TABLES, TINY
@@ -59,9 +61,8 @@ def test_2020_train_data_bin_converts_and_trains(tmp_path: Path, capsys) -> None
         ["--dataset", str(out), *TINY, "--max_steps", "4", "--log_path", "", "--device", "cpu"]
     )
     assert result["steps"] == 4 and 0 < result["auc"] < 1
-    with pytest.raises(SystemExit):  # never over an existing dataset
+    with pytest.raises(convert_bin.ConvertError, match="exists and is not empty"):  # never over a dataset
         convert_bin.main(["--input", str(tmp_path / "bin"), "--output", str(out)])
-    assert "exists and is not empty" in capsys.readouterr().err
 
 
 def test_2020_bad_input_names_the_file_and_row(tmp_path: Path, capsys) -> None:
@@ -70,15 +71,13 @@ def test_2020_bad_input_names_the_file_and_row(tmp_path: Path, capsys) -> None:
     _write_2020(
         tmp_path / "bin", {"train_data.bin": (numerical, categorical, label), "test_data.bin": _arrays(8, 5)}
     )
-    with pytest.raises(SystemExit):
+    with pytest.raises(InputError, match=re.escape("train_data.bin row 17: cat_2 id 7 is outside [0, 7)")):
         convert_bin.main(["--input", str(tmp_path / "bin"), "--output", str(tmp_path / "out")])
-    assert "train_data.bin row 17: cat_2 id 7 is outside [0, 7)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     with open(tmp_path / "bin" / "test_data.bin", "ab") as f:
         f.write(b"\0" * 4)
-    with pytest.raises(SystemExit):
+    with pytest.raises(InputError, match="not a whole number of 160-byte rows"):
         convert_bin.main(["--input", str(tmp_path / "bin"), "--output", str(tmp_path / "out")])
-    assert "not a whole number of 160-byte rows" in capsys.readouterr().err
 
 
 def test_nvidia_split_binary_as_its_preprocessing_writes_it(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from common import cli
 from common.feature_spec import FeatureSpec, smallest_int_dtype
 from common.metrics import roc_auc
-from dlrm import prepare_data
+from dlrm import prepare_pipeline
 from dlrm.criteo_vocabulary import CountMerger, log_transform
 from dlrm.prepare_data import main, parse_memory
 from dlrm.synthetic import write_criteo, write_criteo_days
@@ -89,12 +90,11 @@ def rows(split: tuple) -> list[tuple]:
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+    """(exit status, stderr) as `python -m dlrm.prepare_data` gives them (common.cli.run prints a typed
+    error as one `error: ...` line)."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(main, args)
+    return exit_.value.code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -360,7 +360,7 @@ def test_interrupted_run_then_rerun(
         *QUIET,
     ]
     calls = []
-    real = prepare_data.encode_segment
+    real = prepare_pipeline.encode_segment
 
     def interrupted(task):  # Ctrl-C in the middle of pass 2
         calls.append(task)
@@ -368,11 +368,11 @@ def test_interrupted_run_then_rerun(
             raise KeyboardInterrupt
         return real(task)
 
-    monkeypatch.setattr(prepare_data, "encode_segment", interrupted)
+    monkeypatch.setattr(prepare_pipeline, "encode_segment", interrupted)
     with pytest.raises(KeyboardInterrupt):
         main(args)
     assert len(calls) == 3 and os.listdir(tmp_path) == []  # nothing published, temp dir removed
-    monkeypatch.setattr(prepare_data, "encode_segment", real)
+    monkeypatch.setattr(prepare_pipeline, "encode_segment", real)
 
     # A run killed with SIGKILL leaves its temp dir: the next run removes it (its owner pid is gone).
     dead = subprocess.run(
@@ -396,12 +396,13 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture) -> None:
                  "--memory_limit", "--seed", "--overwrite", "--progress"):  # fmt: skip
         assert flag in text
     for default in (
-        "default: auto",
+        "default: 'auto'",
         "default: 24",
         "default: 15",
-        "default: 8GB",
+        "default: '8GB'",
         "default: 0)",
-        "default: on",
+        "default: True",
+        "default: False",
     ):
         assert default in text
 

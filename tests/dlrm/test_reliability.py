@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from common import checkpoint
+from common import checkpoint, cli
+from common.errors import InputError, RunError
 from common.logging import read_log
-from dlrm import benchmark, export, prepare_data, train
+from dlrm import benchmark, export, prepare_data, prepare_pipeline, train
 from dlrm import evaluate as dlrm_evaluate
 from dlrm.model import DLRM, DlrmSizes
 from dlrm.synthetic import write_criteo_days
@@ -29,13 +30,11 @@ PREP = ["--days", "2", "--workers", "1", "--frequency_threshold", "2", "--no-pro
 
 
 def _exit(fn, args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    """(exit code, stderr) of an entry point that reports errors as SystemExit."""
-    try:
-        fn(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
+    """(exit status, stderr) of an entry point run the way `python -m` runs it (common.cli.run: a typed error
+    becomes one `error: ...` line and its exit status)."""
+    with pytest.raises(SystemExit) as e:
+        cli.run(fn, args)
+    return e.value.code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +115,10 @@ def test_full_disk_is_named_with_the_path(raw_days: Path, tmp_path: Path, capsys
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(prepare_data, "assemble", full)  # pass 3 writes the train files
+    monkeypatch.setattr(prepare_pipeline, "assemble", full)  # pass 3 writes the train files
     out = tmp_path / "out"
     code, err = _exit(prepare_data.main, ["--input", str(raw_days), "--output", str(out), *PREP], capsys)
-    assert code == 2 and f"error: no space left on device while writing {out}" in err, err
+    assert code == 1 and f"error: no space left on device while writing {out}" in err, err  # RunError
     assert "Traceback" not in err and os.listdir(tmp_path) == []  # temp dir removed, nothing published
 
 
@@ -216,10 +215,10 @@ def test_resume_with_changed_flags_is_refused(planted, trained, tmp_path: Path, 
     the old run's metrics under the new flags."""
     tmp, result = trained
     before = (tmp / "ck.pt").read_bytes()
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(InputError) as e:  # a CheckpointError: one `error:` line, exit 2 (common.cli)
         _train(planted[0], tmp, "--lr", "0.5", "--batch_size", "256", "--seed", "7")
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "Traceback" not in err
+    err = str(e.value)
+    assert e.value.exit_code == 2
     assert f"cannot resume from {tmp / 'ck.pt'}" in err and "--no-resume" in err
     for line in ("--lr: 1.0 in the checkpoint, 0.5 now", "--batch_size: 512 in the checkpoint, 256 now",
                  "--seed: 12345 in the checkpoint, 7 now"):  # fmt: skip
@@ -237,11 +236,11 @@ def test_resume_with_changed_flags_is_refused(planted, trained, tmp_path: Path, 
 def test_resume_on_other_data_is_refused(planted, tmp_path: Path, capsys) -> None:
     other = _other_dataset(tmp_path / "other", TABLES)  # the same cardinalities, fewer train rows
     _train(planted[0], tmp_path)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(InputError) as e:
         _train(other, tmp_path)
-    err = capsys.readouterr().err
+    err = str(e.value)
     assert (
-        e.value.code == 2
+        e.value.exit_code == 2
         and "trained on other data" in err
         and "train_rows: 65536 in the checkpoint, 8192 now" in err
     )
@@ -260,19 +259,9 @@ def _other_dataset(directory: Path, tables: tuple[int, ...]) -> Path:
 
 def test_diverged_run_writes_no_checkpoint(planted, tmp_path: Path, capsys) -> None:
     """Evaluations between loss windows used to save the NaN weights (the loss check ran later)."""
-    with pytest.raises(SystemExit) as e:
-        _train(
-            planted[0],
-            tmp_path,
-            "--lr",
-            "1e30",
-            "--warmup_steps",
-            "0",
-            "--print_freq",
-            "1000",
-            "--test_freq",
-            "4",
-        )
+    flags = ["--lr", "1e30", "--warmup_steps", "0", "--print_freq", "1000", "--test_freq", "4"]
+    with pytest.raises(SystemExit) as e:  # through common.cli: what the user sees
+        cli.run(lambda argv: _train(planted[0], tmp_path, *argv), flags)
     err = capsys.readouterr().err
     assert e.value.code == 1 and "Traceback" not in err
     assert [line for line in err.splitlines() if line.startswith("error:")] == [err.strip().splitlines()[-1]]
@@ -290,10 +279,9 @@ def test_diverged_weights_are_never_saved(planted, tmp_path: Path, capsys, monke
         return result
 
     monkeypatch.setattr(train, "evaluate", poisoned)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(RunError, match="refusing to write") as e:
         _train(planted[0], tmp_path, "--test_freq", "16")
-    err = capsys.readouterr().err
-    assert e.value.code == 1 and "Traceback" not in err and "refusing to write" in err, err
+    assert e.value.exit_code == 1
     assert not (tmp_path / "ck.pt").exists()
 
 

@@ -13,15 +13,17 @@ import pytest
 import torch
 
 from common import amp as amp_lib
-from common import distributed
+from common import checkpoint, distributed
+from common.errors import InputError, RunError, UsageError
 from common.logging import read_log
 from common.metrics import roc_auc
 from dlrm import data as dlrm_data
 from dlrm import evaluate as dlrm_evaluate
-from dlrm import train
+from dlrm import steps, train
 from dlrm.lr_schedule import LrSchedule
 from dlrm.model import DLRM, DlrmSizes
 from dlrm.parallel import build_model_parallel
+from dlrm.train_state import DlrmState
 from tests.distributed_helpers import run_distributed
 from tests.dlrm.conftest import TINY
 
@@ -85,7 +87,7 @@ def test_embedding_lr_scale_moves_only_the_rows() -> None:
         torch.manual_seed(0)
         model = DLRM(sizes, sparse=False)
         before[scale] = {k: v.clone() for k, v in model.state_dict().items()}
-        train.ReplicatedStep(model, env, amp, schedule, embedding_lr_scale=scale)(batch, 1)
+        steps.ReplicatedStep(model, env, amp, schedule, embedding_lr_scale=scale)(batch, 1)
         after[scale] = model.state_dict()
     for key in after[1.0]:
         delta, scaled = after[1.0][key] - before[1.0][key], after[8.0][key] - before[8.0][key]
@@ -109,9 +111,9 @@ def test_embedding_lr_scale_is_the_same_step_when_tables_are_sharded(tmp_path: P
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
         states = []
-        for step_type in (train.ReplicatedStep, train.ShardedStep):
+        for step_type in (steps.ReplicatedStep, steps.ShardedStep):
             torch.manual_seed(0)
-            sharded = step_type is train.ShardedStep
+            sharded = step_type is steps.ShardedStep
             model = build_model_parallel(sizes, env, seed=0) if sharded else DLRM(sizes, sparse=False)
             step = step_type(model, env, amp, schedule, 8.0)
             step(batch, 1)
@@ -174,6 +176,36 @@ def test_killed_run_resumes_to_the_same_metrics(planted, tmp_path: Path, monkeyp
     assert [p["data"]["resumed_from_step"] for p in params] == [0, 60]  # the resumed run appended its log
     keys = ("best_auc", "best_validation_loss", "training_loss", "best_epoch", "auc", "steps")
     assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
+
+
+def test_a_checkpoint_from_before_dlrm_state_resumes(planted, tmp_path: Path) -> None:
+    """Before DlrmState, `progress` was a plain dict whose evaluation records were `evals` (no `history`,
+    no `elapsed`). Such a checkpoint resumes with its history: at its end nothing is re-evaluated, and
+    continued it ends with the uninterrupted run's metrics. The 002e637 fixture's progress is a fresh state."""
+    dataset, _ = planted
+    flags = ("--test_freq", "16", "--benchmark_warmup_steps", "4")
+    full = _train(dataset, tmp_path / "full", "--max_steps", "48", *flags)
+    _train(dataset, tmp_path / "old", "--max_steps", "32", *flags)
+    path = tmp_path / "old" / "ck.pt"
+    ckpt = checkpoint.load(path)
+    progress = ckpt["progress"]
+    ckpt["progress"] = {k: v for k, v in progress.items() if k not in ("history", "elapsed")}
+    ckpt["progress"]["evals"] = progress["history"]
+    assert set(ckpt["progress"]) == {"epoch", "step_in_epoch", "global_step", "train_time", "loss_sum", "loss_count",
+                                     "training_loss", "best", "evals", "stopped", "untimed_steps"}  # fmt: skip
+    ckpt["checksum"] = checkpoint.checksum(ckpt)
+    torch.save(ckpt, path)
+    again = _train(dataset, tmp_path / "old", "--max_steps", "32", *flags)  # nothing left to do
+    records = read_log(tmp_path / "old" / "log.json")
+    assert [r["step"][1] for r in records if r["type"] == "LOG" and "validation_loss" in r["data"] and r["step"]] == [
+        16, 32
+    ]  # fmt: skip
+    assert again["auc"] == progress["history"][-1]["auc"] and again["best_epoch"] == 32 / 128
+    resumed = _train(dataset, tmp_path / "old", "--max_steps", "48", *flags)
+    keys = ("best_auc", "best_validation_loss", "training_loss", "best_epoch", "auc", "steps")
+    assert {k: resumed[k] for k in keys} == {k: full[k] for k in keys}
+    fixture = torch.load(Path(__file__).parent / "fixtures" / "dlrm_checkpoint_002e637.pt", weights_only=True)
+    assert DlrmState.resume(fixture["progress"]) == DlrmState()
 
 
 def test_table_sharded_run_resumes_to_the_same_metrics(planted, tmp_path: Path) -> None:
@@ -295,29 +327,39 @@ def test_torchrun_two_gloo_ranks_train(tmp_path: Path) -> None:
 
 def test_clear_errors(planted, tmp_path: Path, capsys) -> None:
     dataset, _ = planted
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UsageError, match="--dataset is required"):
         train.main([])
-    assert e.value.code == 2 and "--dataset is required" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(InputError, match="feature_spec.yaml does not exist"):
         train.main(["--dataset", str(tmp_path), "--log_path", str(tmp_path / "l.json")])
-    assert e.value.code == 2 and "feature_spec.yaml does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    assert not (tmp_path / "l.json").exists()  # refused before the log is opened
+    with pytest.raises(SystemExit):  # argparse's own usage error (config validation)
         train.main(["--dataset", str(dataset), "--bottom_mlp_sizes", "32", "16"])  # last != embedding_dim
     assert "embedding_dim" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.main(["--dataset", str(dataset), "--max_table_size", "10"])
     assert "hash_indices" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(InputError, match="no full batch"):
         train.main(
             ["--dataset", str(dataset), "--batch_size", "1000000", "--log_path", str(tmp_path / "l.json")]
         )
-    assert e.value.code == 2 and "no full batch" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:  # divergence: one line, no traceback
+    with pytest.raises(RunError, match="NaN/inf training loss") as e:  # divergence: one line, exit 1
         _train(dataset, tmp_path, "--lr", "50000", "--warmup_steps", "0", "--max_steps", "32")
-    assert e.value.code == 1 and "NaN/inf training loss" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
+    assert e.value.exit_code == 1 and "lower --lr" in str(e.value)
+    with pytest.raises(InputError, match="nope.pt does not exist"):
         dlrm_evaluate.main(["--checkpoint", str(tmp_path / "nope.pt"), "--dataset", str(dataset)])
-    assert e.value.code == 2 and "nope.pt does not exist" in capsys.readouterr().err
+
+
+def test_cli_prints_one_error_line_and_the_exit_status(tmp_path: Path) -> None:
+    """What a user sees: `error: ...` once on stderr, no traceback, exit 2 (bad input) -- through cli.run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    for module, args in (("dlrm.train", ["--dataset", str(tmp_path)]),
+                         ("dlrm.evaluate", ["--checkpoint", str(tmp_path / "nope.pt")])):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", module, *args, "--log_path", str(tmp_path / "l.json")],
+                              capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(errors) == 1 and str(tmp_path) in errors[0], proc.stderr
+        assert not (tmp_path / "l.json").exists()
 
 
 def test_benchmark_reports_throughput_latency_and_memory(tmp_path: Path) -> None:

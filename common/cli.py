@@ -20,18 +20,18 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
     on stderr for a RecipeError, 1 for a full disk (ENOSPC/EDQUOT, named), 130 on Ctrl-C. Other exceptions keep
     their traceback: they are bugs, and the traceback is what a bug report needs."""
     args = strip_local_rank(sys.argv[1:] if argv is None else list(argv))
+    code, message = 0, None
     try:
         main(args)
     except RecipeError as e:
-        _exit(e.exit_code, f"error: {e}")
+        code, message = e.exit_code, f"error: {e}"
     except OSError as e:
-        message = no_space_message(e, e.filename or "?")
-        if message is None:
+        if (text := no_space_message(e, e.filename or "?")) is None:
             raise
-        _exit(1, f"error: {message}")
+        code, message = 1, f"error: {text}"
     except KeyboardInterrupt:
-        _exit(130, "interrupted")
-    _exit(0, None)
+        code, message = 130, "interrupted"
+    _exit(code, message)  # outside the except blocks: the error's frames (and their buffers) are released
 
 
 def _exit(code: int, message: str | None) -> None:

@@ -24,6 +24,7 @@ class DistEnv:
     local_rank: int
     world_size: int
     device: torch.device
+    owns_group: bool = False  # this init created the process group (a caller's group is left to the caller)
 
     @property
     def is_main(self) -> bool:
@@ -105,16 +106,19 @@ def init(device: str = "auto", timeout_s: float = 1800.0) -> DistEnv:
     dev = pick_device(local_rank, device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
+    owns_group = world_size > 1 and not dist.is_initialized()
+    if owns_group:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         kwargs = {"device_id": dev} if dev.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s), **kwargs)
         _BACKEND_USED[0] = backend
-    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=dev)
+    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=dev, owns_group=owns_group)
 
 
 def shutdown(env: DistEnv) -> None:
-    if env.distributed and dist.is_initialized():
+    """Leave the process group if this process's init created it (tests and --mode test call a main
+    inside a group they own)."""
+    if env.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

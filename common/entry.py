@@ -12,6 +12,7 @@ resume checks (open_log(..., append=True) when resuming) so a refused run leaves
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from common import config, distributed
@@ -30,14 +31,22 @@ def open_log(
     metadata: dict[str, dict[str, Any]],
     *,
     append: bool = False,
+    path: Path | str | None = None,
     **extra: Any,
 ) -> JsonLogger:
-    log = JsonLogger(getattr(cfg, "log_path", None), enabled=env.is_main, metadata=metadata, append=append)
-    log.parameters({**config.to_dict(cfg), "world_size": env.world_size, "device": str(env.device), **extra})
+    """path: the log file when it is not cfg.log_path as given (DLRM resolves it under --output_dir); the
+    PARAMETER record then names the file actually written."""
+    path = path if path is not None else getattr(cfg, "log_path", None)
+    log = JsonLogger(path, enabled=env.is_main, metadata=metadata, append=append)
+    params = {**config.to_dict(cfg), "world_size": env.world_size, "device": str(env.device), **extra}
+    if "log_path" in params:
+        params["log_path"] = str(path) if path is not None else None
+    log.parameters(params)
     return log
 
 
 def finish(env: distributed.DistEnv, log: JsonLogger, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write the summary, close the log, leave the process group if start() created it."""
     log.summary(summary)
     log.close()
     distributed.shutdown(env)

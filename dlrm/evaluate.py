@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
-
 from common import amp as amp_lib
 from common import cli, config, entry
 from common.distributed import DistEnv
@@ -95,7 +93,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = config.parse(
         EvaluateConfig, argv, prog="python -m dlrm.evaluate", description=__doc__.split("\n\n")[0]
     )
-    owns_group = not torch.distributed.is_initialized()  # a caller's process group is left to the caller
     env = entry.start(cfg)
     model, source, batch = open_inputs(cfg, env)
     log = entry.open_log(cfg, env, METRICS, test_batch_size=batch)
@@ -105,10 +102,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     elapsed = time.perf_counter() - t0
     summary = {"auc": result["auc"], "validation_loss": result["loss"], "eval_time": elapsed,
                "eval_throughput": result["samples"] / elapsed, "samples": result["samples"]}  # fmt: skip
-    if not owns_group:
-        log.summary(summary)
-        log.close()
-        return summary
     return entry.finish(env, log, summary)
 
 

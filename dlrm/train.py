@@ -13,7 +13,6 @@ with other result-changing flags or other data it refuses, listing them (--no-re
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -58,12 +57,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = config.parse(DlrmConfig, argv, prog="python -m dlrm.train", description=__doc__.split("\n\n")[0])
     if cfg.mode != "train":  # the seed's --mode test / inference_benchmark
         return seed_modes.run(cfg)
-    owns_group = not torch.distributed.is_initialized()  # a caller's process group is left to the caller
     env = entry.start(cfg)
     run = setup(cfg, env)
     state, sizes = run.state, run.eval_model.sizes
     log = entry.open_log(  # a relative --log_path is under --output_dir (the 2020 flag)
-        dataclasses.replace(cfg, log_path=cfg.resolve(cfg.log_path)), env, METRICS,
+        cfg, env, METRICS, path=cfg.resolve(cfg.log_path),
         append=run.resumed_from is not None, table_sizes=list(sizes.table_sizes),
         amp_mode=run.amp.describe(), resumed_from_step=state.global_step,
     )  # fmt: skip
@@ -78,10 +76,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             raise
         raise RunError(message) from None
     summary = summarize(state, run.plan.batch_size)  # without the --benchmark_warmup_steps
-    if not owns_group:
-        log.summary(summary)
-        log.close()
-        return summary
     return entry.finish(env, log, summary)
 
 

@@ -92,17 +92,19 @@ def iter_chunks(
     table = data.sampling_table(min_history)
     if negatives == "uniform":
         table = np.unique(table)
-    starts = data.starts
+    # review index of each user's first target: the last review in test, min_history onwards in train
+    first_target = data.counts - 1 if split == "test" else np.full(len(data.counts), min_history)
     for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         rng = np.random.default_rng([seed, SPLITS.index(split), k])
-        yield _chunk(data, table, starts, lo, hi, positives[lo:hi], split, max_len, min_history, rng)
+        yield _chunk(data, table, range(lo, hi), positives[lo:hi], first_target[lo:hi], max_len, rng)
 
 
-def _chunk(data, table, starts, lo, hi, positives, split, max_len, min_history, rng) -> RowChunk:
-    """Rows of users lo..hi-1 (0-based, uid = index + 1)."""
+def _chunk(data, table, span: range, positives, first_target, max_len: int, rng) -> RowChunk:
+    """Rows of the users in `span` (0-based, uid = index + 1)."""
+    lo, hi = span.start, span.stop
     counts = data.counts[lo:hi]
     users = hi - lo
-    items = data.items[starts[lo] : starts[hi]]
+    items = data.items[data.starts[lo] : data.starts[hi]]
     # flat layout: user j's reviews start at offset[j] + L * (j + 1), after L zeros of padding
     offset = np.concatenate([[0], np.cumsum(counts)[:-1]])
     owner = np.repeat(np.arange(users), counts)
@@ -113,7 +115,7 @@ def _chunk(data, table, starts, lo, hi, positives, split, max_len, min_history, 
     row_user = np.repeat(np.arange(users), positives)
     row_first = np.concatenate([[0], np.cumsum(positives)[:-1]])
     within = np.arange(len(row_user)) - row_first[row_user]  # 0.. positives-1 inside a user
-    target = within + (counts[row_user] - 1 if split == "test" else min_history)  # t: review index
+    target = within + first_target[row_user]  # t: review index
     flat = offset[row_user] + target + max_len * (row_user + 1)  # flat position of each target
 
     out_pos = 2 * row_first[row_user] + within  # user's positives first, then its negatives

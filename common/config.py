@@ -2,11 +2,12 @@
 
 One frozen dataclass per recipe is the single source of truth for its knobs. The command line is generated
 from it, `--config preset.yaml` supplies defaults, and flags given on the command line win. Values are
-type-checked and validated, never rewritten: a bad value is an error that names the field.
+type-checked and validated, never rewritten: a bad value is an error that names the field. Every field is
+declared with `flag(default, help, *aliases, seed_values=...)`; the parser itself is in common.config_parser.
 
 Seed compatibility (NVIDIA DeepLearningExamples command lines work as written), declared on the dataclass:
-- field metadata `aliases`: the seed's other spellings of a flag (`-b1`, `--xla`);
-- field metadata `seed_values`: the seed's sentinel values and ours ({-1: None}: "--seed -1 = unseeded"),
+- flag `aliases` (field metadata): the seed's other spellings of a flag (`-b1`, `--xla`);
+- flag `seed_values`: the seed's sentinel values and ours ({-1: None}: "--seed -1 = unseeded"),
   applied to command-line and preset values before type checks (for choices too: cuda_dot -> dot);
 - class attribute `SEED_FLAGS`: a seed flag that is not a field, mapped to the field values it sets
   ({"--fp16": {"amp": True, "amp_dtype": "float16"}}), to `Ignored(why)` (accepted with a one-line note:
@@ -18,18 +19,18 @@ Seed compatibility (NVIDIA DeepLearningExamples command lines work as written), 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
-import sys
-import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from common.config_parser import Ignored, build_parser, unwrap_optional
 from common.errors import UsageError
+
+__all__ = ["ConfigError", "Ignored", "build_parser", "default_dict", "flag", "load_preset", "parse"]
+__all__ += ["parse_known", "to_dict"]
 
 T = TypeVar("T")
 
@@ -38,23 +39,29 @@ class ConfigError(UsageError):
     """A config value or preset key is wrong; the message names the field."""
 
 
+def flag(
+    default: Any,
+    help: str,  # noqa: A002 - reads like the flag table it declares
+    *aliases: str,
+    seed_values: dict | None = None,
+    positional: bool = False,
+) -> Any:
+    """One config field and its command-line flag: the --help text (parse appends the default), the seed's
+    other spellings (`aliases`, e.g. "-b1") and sentinel values mapped to ours (`seed_values`, {-1: None}).
+    A list default is copied per instance. `positional`: a list field given as bare arguments (file names)."""
+    meta = {"help": help, "aliases": aliases, "seed_values": seed_values or {}, "positional": positional}
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    """`X | None` -> (X, True); anything else -> (tp, False)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return args[0], True
-    return tp, False
-
-
 def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
     """Check (and losslessly convert) one value against its field type; raise ConfigError otherwise."""
-    base, optional = _unwrap_optional(tp)
+    base, optional = unwrap_optional(tp)
     if value is None:
         if optional:
             return None
@@ -94,126 +101,6 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
     return value
 
 
-class _ExtendItems(argparse.Action):
-    """`--sizes 512,256 128` -> [512, 256, 128]: each word may hold a comma list (NVIDIA's form)."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        setattr(namespace, self.dest, [item for word in values for item in word])
-
-
-def _comma_list(item_type: Any) -> Any:
-    def convert(text: str) -> list:
-        return [item_type(part) for part in text.split(",") if part.strip()]
-
-    convert.__name__ = getattr(item_type, "__name__", "value")  # argparse names it in "invalid int value"
-    return convert
-
-
-def _or_none(convert: Any) -> Any:
-    """Optional fields: `none`, `null` or '' on the command line = unset (the seed's `--checkpoint_dir ''`)."""
-
-    def parse_value(text: str) -> Any:
-        return None if text.strip().lower() in ("", "none", "null") else convert(text)
-
-    parse_value.__name__ = getattr(convert, "__name__", "value")
-    return parse_value
-
-
-def _argparse_type(tp: Any) -> dict[str, Any]:
-    base, optional = _unwrap_optional(tp)
-    origin = typing.get_origin(base)
-    if origin is typing.Literal:
-        choices = typing.get_args(base)
-        return {"type": type(choices[0]), "choices": choices}
-    if origin in (list, tuple):
-        (item_type, *_) = typing.get_args(base) or (str,)
-        return {"type": _comma_list(item_type), "nargs": "+", "action": _ExtendItems}
-    if base is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if base in (int, float, str, Path):
-        return {"type": _or_none(base) if optional else base}
-    raise TypeError(f"unsupported config field type {tp!r}")
-
-
-class Ignored(str):
-    """A SEED_FLAGS message for a seed flag that is accepted and changes nothing here (a tuning knob of the
-    seed's framework): the run goes on after printing the line once (rank 0)."""
-
-
-class _SeedFlag(argparse.Action):
-    """A seed flag that is not a field: sets fixed field values, is ignored with a note (`Ignored`), or
-    exits with one line saying what to use instead."""
-
-    def __init__(self, option_strings, dest, meaning: dict[str, Any] | str, **kwargs) -> None:
-        self.meaning = meaning
-        nargs = 0 if isinstance(meaning, dict) else "?"  # a dropped flag may carry a value: swallow it
-        super().__init__(option_strings, dest, nargs=nargs, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        if isinstance(self.meaning, Ignored):
-            ranks = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "HOROVOD_RANK")  # before the group exists
-            if all(os.environ.get(name, "0") == "0" for name in ranks):
-                print(f"note: {option_string} (NVIDIA's flag) is ignored: {self.meaning}", file=sys.stderr)
-            return
-        if isinstance(self.meaning, str):
-            parser.exit(2, f"{parser.prog}: error: {option_string} (NVIDIA's flag): {self.meaning}\n")
-        namespace._seed_sets = [*getattr(namespace, "_seed_sets", []), (option_string, self.meaning)]
-
-
-class _LocalRank(argparse.Action):
-    """torch.distributed.launch without --use-env appends --local-rank=N (older torch: --local_rank)."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        env = os.environ.get("LOCAL_RANK")
-        if env is not None and int(env) != values:
-            parser.error(f"{option_string} {values} disagrees with LOCAL_RANK={env} from the launcher")
-        os.environ.setdefault("LOCAL_RANK", str(values))
-
-
-def _fmt_default(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(v) for v in value)
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def build_parser(
-    cls: type, *, prog: str | None = None, description: str | None = None
-) -> argparse.ArgumentParser:
-    """One `--flag` per dataclass field; help text from `metadata['help']` plus the default."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="YAML preset of defaults; flags on the command line win (default: None)",
-    )
-    parser.add_argument("--local_rank", "--local-rank", type=int, action=_LocalRank, help=argparse.SUPPRESS)
-    parser.set_defaults(_seed_sets=())
-    hints = _field_types(cls)
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f.metadata.get("help", "")
-        if not help_text:
-            raise TypeError(f"{cls.__name__}.{f.name} has no help text")
-        kwargs = _argparse_type(hints[f.name])
-        if "choices" in kwargs and f.metadata.get("seed_values"):  # e.g. the seed's cuda_dot -> dot
-            kwargs["choices"] = (*kwargs["choices"], *f.metadata["seed_values"])
-        flags = [f"--{f.name}", *f.metadata.get("aliases", ())]
-        parser.add_argument(
-            *flags,
-            dest=f.name,
-            default=argparse.SUPPRESS,
-            help=f"{help_text} (default: {_fmt_default(default)})",
-            **kwargs,
-        )
-    for flag, meaning in getattr(cls, "SEED_FLAGS", {}).items():
-        what = meaning if isinstance(meaning, str) else ", ".join(f"--{k} {v}" for k, v in meaning.items())
-        parser.add_argument(flag, action=_SeedFlag, meaning=meaning, help=f"NVIDIA's flag: {what}")
-    return parser
-
-
 def _seed_value(cls: type, name: str, value: Any) -> Any:
     """The seed's sentinel values (field metadata `seed_values`, e.g. {-1: None}) mapped to ours."""
     mapping = next(f for f in dataclasses.fields(cls) if f.name == name).metadata.get("seed_values", {})
@@ -250,8 +137,23 @@ def parse(
 
     Errors (unknown preset key, wrong type, failed validation) exit like argparse does: usage + message.
     """
+    return _parse(cls, argv, prog, description, known=False)[0]
+
+
+def parse_known(
+    cls: type[T], argv: list[str] | None = None, *, prog: str | None = None, description: str | None = None
+) -> tuple[T, list[str]]:
+    """parse, but arguments that are not this config's are returned for another command (ncf.demo passes
+    them on to ncf.train) instead of being an error."""
+    return _parse(cls, argv, prog, description, known=True)
+
+
+def _parse(
+    cls: type[T], argv: list[str] | None, prog: str | None, description: str | None, known: bool
+) -> tuple[T, list[str]]:
     parser = build_parser(cls, prog=prog, description=description)
-    args = vars(parser.parse_args(argv))
+    namespace, rest = parser.parse_known_args(argv) if known else (parser.parse_args(argv), [])
+    args = vars(namespace)
     preset = args.pop("config")
     args.pop("local_rank", None)
     seed_sets = args.pop("_seed_sets")
@@ -271,7 +173,7 @@ def parse(
             validate()
     except (ConfigError, ValueError) as e:
         parser.error(str(e))
-    return cfg
+    return cfg, rest
 
 
 def default_dict(cls: type) -> dict[str, Any]:

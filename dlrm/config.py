@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from common.config import Ignored
+from common.config import Ignored, flag
 from common.kernels import HELP as KERNELS_HELP
-from dlrm.flags import flag
 from dlrm.model import CRITEO_FL15_TABLE_SIZES
 
 _f = flag  # short, for the long table below

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from common import cli, config
+from common.config import flag
 from common.errors import InputError, RunError
 from common.feature_spec import FeatureSpec, smallest_int_dtype
 from common.logging import JsonLogger
 from common.output_dir import no_space_message, staging
-from dlrm.flags import flag
 
 ROW_INTS = 40  # label, 13 numerical, 26 categorical
 NUM_NUMERICAL = 13

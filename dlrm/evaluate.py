@@ -17,11 +17,11 @@ from typing import Literal
 
 from common import amp as amp_lib
 from common import cli, config, entry
+from common.config import flag
 from common.distributed import DistEnv
 from common.errors import InputError, RecipeError, UsageError
 from common.kernels import HELP as KERNELS_HELP
 from dlrm import data as dlrm_data
-from dlrm.flags import flag
 from dlrm.model import DLRM
 from dlrm.scoring import check_compatible, evaluate, load_model
 

@@ -28,10 +28,10 @@ from typing import Literal
 import torch
 
 from common import checkpoint, cli, config, output_dir
+from common.config import flag
 from common.errors import InputError, RecipeError, RunError, UsageError
 from common.logging import log_run
 from dlrm import scoring
-from dlrm.flags import flag
 from dlrm.model import DLRM, DlrmSizes
 
 FORMATS = ("torchscript", "onnx")

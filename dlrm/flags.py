@@ -1,19 +1,7 @@
-"""`flag`: one field of a DLRM entry point's config dataclass (default, --help text, the seed's spellings).
-
-Its own module, free of torch, so that dlrm.prepare_data and dlrm.convert_bin start without loading torch
-(tests/common/test_lazy_imports.py); common.config turns the dataclass into the command line.
-"""
+"""`flag` used to be defined here; it is common.config.flag now (one helper for every recipe's config)."""
 
 from __future__ import annotations
 
-from dataclasses import field
-from typing import Any
+from common.config import flag  # alias kept for in-flight branches
 
-
-def flag(default: Any, help: str, *aliases: str, seed_values: dict | None = None) -> Any:  # noqa: A002
-    """A dataclass field with its --help text, the seed's other flag spellings (`aliases`) and the seed's
-    sentinel values mapped to ours (`seed_values`); a list default is copied per instance."""
-    meta = {"help": help, "aliases": aliases, "seed_values": seed_values or {}}
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+__all__ = ["flag"]

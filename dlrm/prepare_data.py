@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Literal
 
 from common import cli, config
+from common.config import flag
 from common.errors import InputError, RunError
 from common.logging import log_run
 from common.output_dir import no_space_message
 from dlrm.criteo_layout import find_input
 from dlrm.criteo_reader import PrepareDataError
-from dlrm.flags import flag
 from dlrm.output_dir import check_output
 from dlrm.prepare_pipeline import prepare
 

@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 import torch
 
 from common import cli, config, metrics
+from common.config import flag
 from common.feature_spec import FeatureSpecError
 from common.logging import JsonLogger
 from sim import data as sim_data
-from sim.config import flag
 
 
 def popularity(dataset_dir: Path, spec_file: str = "feature_spec.yaml") -> dict[str, float]:

@@ -3,21 +3,12 @@ names and defaults (DLE-SIM's main.py flags) where the meaning is the same."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from common.config import Ignored
+from common.config import Ignored, flag  # flag re-exported here: alias kept for in-flight branches
 from common.kernels import HELP as KERNELS_HELP
-
-
-def flag(default, help: str, *aliases: str, seed_values: dict | None = None):  # noqa: A002 - reads like the flag table
-    """A config field and its command-line flag: `help` (common.config.parse appends the default), the
-    seed's other spellings and sentinel values. Every sim command's config dataclass is written with it."""
-    meta = {"help": help, "aliases": aliases, "seed_values": seed_values or {}}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ import pyarrow.parquet as pq
 import yaml
 
 from common import cli, config
+from common.config import flag
 from common.errors import InputError
 from common.feature_spec import FeatureSpec
 from common.logging import log_run
 from common.output_dir import staging
-from sim.config import flag
 
 MAX_ID = 2**31 - 1
 

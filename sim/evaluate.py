@@ -17,12 +17,12 @@ import torch
 
 from common import amp as amp_lib
 from common import cli, config, entry
+from common.config import flag
 from common.distributed import DistEnv
 from common.errors import RunError
 from common.kernels import HELP as KERNELS_HELP
 from sim import checkpoint_rules
 from sim import data as sim_data
-from sim.config import flag
 from sim.scoring import check_compatible, evaluate_splits
 
 METRICS = {f"{split}_{m}": {"format": ":.5f"} for split in ("train", "test") for m in ("auc", "loss")}

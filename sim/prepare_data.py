@@ -29,12 +29,12 @@ from typing import Literal
 from tqdm import tqdm
 
 from common import cli, config
+from common.config import flag
 from common.logging import log_run
 from sim import parquet_output as out
 from sim.amazon_meta import read_metadata
 from sim.amazon_reviews import read_reviews
 from sim.categorify import Interactions, build_interactions
-from sim.config import flag
 from sim.history_rows import SPLITS, iter_chunks
 from sim.raw_input import PrepareDataError, resolve_input
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -156,3 +156,40 @@ def test_local_rank_of_torch_distributed_launch_is_accepted(flag: str, monkeypat
     monkeypatch.delenv("LOCAL_RANK")
     config.parse(Cfg, [flag])
     assert os.environ["LOCAL_RANK"] == "1"
+
+
+@dataclass(frozen=True)
+class FlagCfg:
+    """Fields declared with config.flag, as every recipe's config is."""
+
+    files: list[Path] = config.flag([], "input files", positional=True)
+    sizes: list[int] = config.flag([4, 2], "sizes", "-s")
+    seed: int | None = config.flag(None, "seed", seed_values={-1: None})
+    name: str = config.flag("run", "run name")
+
+
+def test_flag_declares_help_aliases_seed_values_and_copies_list_defaults(capsys) -> None:
+    meta = {f.name: f.metadata for f in fields(FlagCfg)}
+    assert meta["sizes"]["help"] == "sizes" and meta["sizes"]["aliases"] == ("-s",)
+    assert meta["seed"]["seed_values"] == {-1: None} and meta["name"]["seed_values"] == {}
+    one, two = FlagCfg(), FlagCfg()
+    one.sizes.append(1)
+    assert two.sizes == [4, 2]  # each instance gets its own copy of a list default
+    cfg = config.parse(FlagCfg, ["a.json", "b.json", "-s", "8,4", "--seed", "-1"])
+    assert (cfg.files, cfg.sizes, cfg.seed) == ([Path("a.json"), Path("b.json")], [8, 4], None)
+    with pytest.raises(SystemExit):
+        config.parse(FlagCfg, ["--name", "x"])  # a positional field is required
+    assert "required: files" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        config.parse(FlagCfg, ["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "files input files (one or more; required)" in out and "--sizes SIZES [SIZES ...], -s SIZES" in out
+    assert "sizes (default: 4 2)" in out and "run name (default: 'run')" in out
+
+
+def test_parse_known_returns_the_other_commands_arguments(capsys) -> None:
+    cfg, rest = config.parse_known(Cfg, ["--epochs", "3", "-b", "4", "--factors", "8"])
+    assert cfg.batch_size == 4 and rest == ["--epochs", "3", "--factors", "8"]
+    with pytest.raises(SystemExit):
+        config.parse(Cfg, ["--epochs", "3"])
+    assert "unrecognized arguments: --epochs 3" in capsys.readouterr().err

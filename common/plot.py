@@ -8,11 +8,13 @@ epoch records (epoch when the step is [epoch], epoch + iteration/steps otherwise
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from common import cli
+from common import cli, config
+from common.config import flag
+from common.errors import InputError
 from common.logging import read_log
 
 PANELS = (
@@ -24,11 +26,13 @@ PANELS = (
 
 def series(path: Path) -> dict[str, tuple[list[float], list[float]]]:
     """metric -> (x, y) from the per-step LOG records of one log."""
-    records = [
-        r for r in read_log(path) if r.get("type") == "LOG" and isinstance(r.get("step"), list) and r["step"]
-    ]
+    try:
+        log = read_log(path)
+    except ValueError as e:  # a line that is not a DLLL record: the message names the file and line
+        raise InputError(str(e)) from None
+    records = [r for r in log if r.get("type") == "LOG" and isinstance(r.get("step"), list) and r["step"]]
     if not records:
-        raise ValueError(f"{path}: no per-step DLLL records (is it a DLLogger JSON log?)")
+        raise InputError(f"{path}: no per-step DLLL records (is it a DLLogger JSON log?)")
     max_iter = max((r["step"][1] for r in records if len(r["step"]) > 1), default=0) + 1
     out: dict[str, tuple[list[float], list[float]]] = {}
     for r in records:
@@ -72,22 +76,22 @@ def plot(paths: list[Path], out: Path) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class PlotConfig:
+    """python -m common.plot's arguments."""
+
+    logs: list[Path] = flag([], "DLLogger JSON log files (DLLL lines)", positional=True)
+    out: Path = flag(Path("curves.png"), "PNG to write")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m common.plot", description=__doc__.split("\n")[0])
-    parser.add_argument("logs", nargs="+", type=Path, help="DLLogger JSON log files (DLLL lines)")
-    parser.add_argument(
-        "--out", type=Path, default=Path("curves.png"), help="PNG to write (default: curves.png)"
-    )
-    args = parser.parse_args(argv)
-    for p in args.logs:
+    cfg = config.parse(PlotConfig, argv, prog="python -m common.plot", description=__doc__)
+    for p in cfg.logs:
         if not p.is_file():
-            parser.error(f"log file {p} does not exist")
-    try:
-        out = plot(args.logs, args.out)
-    except ValueError as e:
-        parser.error(str(e))
-    print(f"wrote {out} from {len(args.logs)} log(s)", file=sys.stderr)
-    return {"logs": float(len(args.logs))}
+            raise InputError(f"log file {p} does not exist")
+    out = plot(cfg.logs, cfg.out)
+    print(f"wrote {out} from {len(cfg.logs)} log(s)", file=sys.stderr)
+    return {"logs": float(len(cfg.logs))}
 
 
 if __name__ == "__main__":

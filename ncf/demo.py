@@ -10,16 +10,18 @@ candidates and by the same evaluator.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from common import cli, distributed
+from common import cli, config, distributed
+from common.config import ConfigError, flag
 from common.logging import log_run
 from ncf import data as ncf_data
 from ncf import prepare_data, train
@@ -29,25 +31,36 @@ from ncf.synthetic import write_movielens
 PRESET = Path(__file__).parent / "configs" / "tiny.yaml"  # demo-sized model and batch
 
 
+@dataclass(frozen=True)
+class DemoConfig:
+    """python -m ncf.demo's own flags; any other flag is passed on to ncf.train (e.g. --epochs 3)."""
+
+    workdir: Path | None = flag(None, "keep all outputs here; none = a temp dir, removed at the end")
+    users: int = flag(3000, "synthetic users")
+    items: int = flag(1500, "synthetic items")
+    seed: int = flag(0, "generator and training seed")
+    device: Literal["auto", "cpu", "cuda"] = flag("auto", "auto = the GPU when CUDA is present, else CPU")
+    train_config: Path = flag(PRESET, "the ncf.train --config preset the demo trains with")
+    log_path: Path | None = flag(None, "DLLogger JSON log of the run; none = no log")
+
+    def validate(self) -> None:
+        if min(self.users, self.items) < 1:
+            raise ConfigError(f"--users and --items must be positive, got {self.users} and {self.items}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m ncf.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--workdir", type=Path, default=None, help="keep all outputs here (default: a temp dir)"
-    )
-    parser.add_argument("--users", type=int, default=3000, help="synthetic users (default: 3000)")
-    parser.add_argument("--items", type=int, default=1500, help="synthetic items (default: 1500)")
-    parser.add_argument("--seed", type=int, default=0, help="generator and training seed (default: 0)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
-    parser.add_argument(
-        "--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)"
-    )
-    args, extra = parser.parse_known_args(argv)  # anything else is passed on to ncf.train
+    cfg, extra = config.parse_known(DemoConfig, argv, prog="python -m ncf.demo", description=__doc__)
+    train_args = ["--config", str(cfg.train_config), *extra]
     with tempfile.TemporaryDirectory(prefix="ncf-demo-") as tmp:
-        work = args.workdir or Path(tmp)
-        return log_run(args.log_path, args, run(work, args.users, args.items, args.seed, args.device, extra))
+        work = cfg.workdir or Path(tmp)
+        result = run(work, cfg.users, cfg.items, cfg.seed, cfg.device, train_args)
+    return log_run(cfg.log_path, {**config.to_dict(cfg), "train_args": extra}, result)
 
 
-def run(work: Path, users: int, items: int, seed: int, device: str, extra: list[str]) -> dict[str, float]:
+def run(
+    work: Path, users: int, items: int, seed: int, device: str, train_args: list[str]
+) -> dict[str, float]:
+    """Write, prepare, train, compare; train_args: more ncf.train flags (they win over the demo's)."""
     t0 = time.perf_counter()
     print(
         f"[1/3] writing synthetic MovieLens ratings.csv ({users} users, {items} items) under {work}",
@@ -62,7 +75,7 @@ def run(work: Path, users: int, items: int, seed: int, device: str, extra: list[
     print("[3/3] training NeuMF with ncf.train", file=sys.stderr)
     result = train.main([
         "--data", str(prepared), "--seed", str(seed), "--device", device, "--checkpoint_dir", str(work / "checkpoints"),
-        "--no-resume", "--log_path", str(work / "log.json"), "--config", str(PRESET), *extra,
+        "--no-resume", "--log_path", str(work / "log.json"), *train_args,
     ])  # fmt: skip
     oracle, popularity = reference_points(prepared, syn, device)
     result.update({"oracle_hr@10": oracle[0], "oracle_ndcg@10": oracle[1], "popularity_hr@10": popularity[0]})

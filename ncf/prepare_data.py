@@ -12,22 +12,24 @@ test_data_{0,1}.npy, user_ids.npy, item_ids.npy and feature_spec.yaml, published
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from common import cli
+from common import cli, config
+from common.config import ConfigError, flag
 from common.errors import RecipeError
 from common.logging import log_run
 from ncf.dataset_files import DATA_FILES, check_output, ncf_spec, publish
 from ncf.leave_one_out import Dataset, build_dataset, candidate_series, sample_test_negatives
 from ncf.ratings_csv import released
-from ncf.ratings_files import FORMATS, RATINGS_FILES, read_ratings
+from ncf.ratings_files import RATINGS_FILES, read_ratings
 
 
 def write_dataset(
@@ -71,62 +73,56 @@ def _dataset_name(path: Path) -> str:
     return path.stem if path.suffix.lower() in (".zip", ".gz") else path.name
 
 
-_FLAGS: list[tuple[str, dict]] = [
-    ("--input", {"type": Path, "required": True, "help": "ratings file, a directory holding one (at top "
-     "level or one folder down), or a MovieLens .zip (read in memory)"}),
-    ("--output", {"type": Path, "required": True, "help": "dataset directory to create, atomically"}),
-    ("--format", {"choices": FORMATS, "default": "auto", "help": "input layout; auto recognises the "
-     "MovieLens ones from line 1 (default: auto)"}),
-    ("--header", {"action": argparse.BooleanOptionalAction, "default": None,
-                  "help": "--format csv only: line 1 is a header (default: no header)"}),
-    ("--valid_negative", {"type": int, "default": 100, "help": "test negatives per user, 0 allowed (default: 100)"}),
-    ("--seed", {"type": int, "default": 1, "help": "seed of the test-negative sampler (default: 1)"}),
-    ("--min_ratings", {"type": int, "default": 20, "help": "drop users with fewer raw ratings (default: 20)"}),
-    ("--overwrite", {"action": "store_true", "help": "replace a non-empty --output (default: refuse)"}),
-    ("--log_path", {"type": Path, "default": None, "help": "DLLogger JSON log of the run (default: None = none)"}),
-]  # fmt: skip
+@dataclass(frozen=True)
+class PrepareConfig:
+    """python -m ncf.prepare_data's flags."""
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m ncf.prepare_data",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    input: Path | None = flag(
+        None, "ratings file, a directory holding one (at top level or one folder down), or a MovieLens .zip "
+        "(read in memory); required",
+    )  # fmt: skip
+    output: Path | None = flag(None, "dataset directory to create, atomically; required")
+    format: Literal["auto", "ml-dat", "ml-csv", "ml-100k", "csv"] = flag(
+        "auto", "input layout; auto recognises the MovieLens ones from line 1"
     )
-    for flag, options in _FLAGS:
-        parser.add_argument(flag, **options)
-    args = parser.parse_args(argv)
-    if args.valid_negative < 0 or args.min_ratings < 1:
-        parser.error("--valid_negative must be >= 0 and --min_ratings >= 1")
-    return args
+    header: bool = flag(False, "--format csv only: line 1 is a header (without it: no header line)")
+    valid_negative: int = flag(100, "test negatives per user, 0 allowed")
+    seed: int = flag(1, "seed of the test-negative sampler")
+    min_ratings: int = flag(20, "drop users with fewer raw ratings")
+    overwrite: bool = flag(False, "replace a non-empty --output (without it: refuse)")
+    log_path: Path | None = flag(None, "DLLogger JSON log of the run; none = no log")
+
+    def validate(self) -> None:
+        if self.input is None or self.output is None:
+            raise ConfigError("--input and --output are required")
+        if self.valid_negative < 0 or self.min_ratings < 1:
+            raise ConfigError("--valid_negative must be >= 0 and --min_ratings >= 1")
 
 
-def run(args: argparse.Namespace) -> dict[str, float]:
+def run(cfg: PrepareConfig) -> dict[str, float]:
     """The whole pipeline; each step is logged with its time."""
     start = step = time.perf_counter()
-    check_output(args.output.absolute(), args.overwrite, [args.input])  # before reading anything
-    ratings = read_ratings(args.input, args.format, args.header)
+    check_output(cfg.output.absolute(), cfg.overwrite, [cfg.input])  # before reading anything
+    ratings = read_ratings(cfg.input, cfg.format, cfg.header)
     step = _log(f"read {ratings.source} ({ratings.layout} layout): {len(ratings.user)} ratings", step)
     layout = ratings.layout
-    dataset = build_dataset(ratings, args.min_ratings)
+    dataset = build_dataset(ratings, cfg.min_ratings)
     del ratings  # the raw columns are no longer needed: lower peak memory for what follows
     users, items, train_rows = dataset.num_users, dataset.num_items, len(dataset.train)
     step = _log(
-        f"filter/remap/sort/dedup/split: {users} users ({dataset.dropped_users} with < {args.min_ratings} "
+        f"filter/remap/sort/dedup/split: {users} users ({dataset.dropped_users} with < {cfg.min_ratings} "
         f"ratings dropped), {items} items, {dataset.duplicates} duplicate pairs dropped",
         step,
     )
-    negatives = sample_test_negatives(
-        dataset.train, dataset.test[:, 0], items, args.valid_negative, args.seed
-    )
-    step = _log(f"test negatives: {args.valid_negative} per user", step)
-    metadata = {"valid_negative": args.valid_negative, "seed": args.seed, "min_ratings": args.min_ratings}
-    metadata |= {"source": str(args.input.absolute()), "layout": layout}
-    output = write_dataset(args.output, dataset, negatives, metadata, args.overwrite, [args.input])
+    negatives = sample_test_negatives(dataset.train, dataset.test[:, 0], items, cfg.valid_negative, cfg.seed)
+    step = _log(f"test negatives: {cfg.valid_negative} per user", step)
+    metadata = {"valid_negative": cfg.valid_negative, "seed": cfg.seed, "min_ratings": cfg.min_ratings}
+    metadata |= {"source": str(cfg.input.absolute()), "layout": layout}
+    output = write_dataset(cfg.output, dataset, negatives, metadata, cfg.overwrite, [cfg.input])
     _log(f"write {output}", step)
-    seconds, series = time.perf_counter() - start, args.valid_negative + 1
+    seconds, series = time.perf_counter() - start, cfg.valid_negative + 1
     print(
-        f"prepared {_dataset_name(args.input.absolute())}: {users} users, {items} items, {train_rows} train "
+        f"prepared {_dataset_name(cfg.input.absolute())}: {users} users, {items} items, {train_rows} train "
         f"positives, {users}x{series} test candidates in {seconds:.1f} s -> {output}",
         file=sys.stderr,
     )
@@ -140,9 +136,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    args = parse_args(argv)
+    cfg = config.parse(PrepareConfig, argv, prog="python -m ncf.prepare_data", description=__doc__)
     try:
-        return log_run(args.log_path, args, run(args))
+        return log_run(cfg.log_path, config.to_dict(cfg), run(cfg))
     except (RecipeError, OSError) as err:
         failure = released(err)
     raise failure  # outside the except block: see released

@@ -11,15 +11,16 @@ npy chunks); other features and mappings are dropped (the summary says which).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common import cli
+from common import cli, config
+from common.config import ConfigError, flag
 from common.errors import RecipeError
 from common.feature_spec import FeatureSpec
 from common.logging import log_run
@@ -206,43 +207,42 @@ def transcode(input_spec: str | Path, output: str | Path, overwrite: bool = Fals
     }
 
 
+@dataclass(frozen=True)
+class TranscodeConfig:
+    """python -m ncf.transcode's flags."""
+
+    input_spec: Path | None = flag(None, "simplified FeatureSpec yaml with csv chunks; required")
+    output: Path | None = flag(None, "dataset directory to create (atomically); required")
+    overwrite: bool = flag(False, "replace a non-empty --output (without it: refuse)")
+    log_path: Path | None = flag(None, "DLLogger JSON log of the run; none = no log")
+
+    def validate(self) -> None:
+        if self.input_spec is None or self.output is None:
+            raise ConfigError("--input_spec and --output are required")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        prog="python -m ncf.transcode",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--input_spec", type=Path, required=True, help="simplified FeatureSpec yaml with csv chunks"
-    )
-    parser.add_argument("--output", type=Path, required=True, help="dataset directory to create (atomically)")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty --output (default: refuse)"
-    )
-    parser.add_argument(
-        "--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)"
-    )
-    args = parser.parse_args(argv)
+    cfg = config.parse(TranscodeConfig, argv, prog="python -m ncf.transcode", description=__doc__)
     start = time.perf_counter()
     try:
-        result = transcode(args.input_spec, args.output, args.overwrite)
+        result = transcode(cfg.input_spec, cfg.output, cfg.overwrite)
     except (RecipeError, OSError) as err:
         failure = released(err)
     else:
-        return _finished(args, result, time.perf_counter() - start)
+        return _finished(cfg, result, time.perf_counter() - start)
     raise failure  # outside the except block: see ncf.ratings_csv.released
 
 
-def _finished(args: argparse.Namespace, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _finished(cfg: TranscodeConfig, result: dict[str, Any], seconds: float) -> dict[str, Any]:
     """The summary line and the log of a finished transcode."""
     result["seconds"] = seconds
     print(
-        f"transcoded {args.input_spec}: {result['train_rows']} train rows, {result['test_rows']} test rows, "
+        f"transcoded {cfg.input_spec}: {result['train_rows']} train rows, {result['test_rows']} test rows, "
         f"{result['users']} users, {result['items']} items; dropped features {result['dropped_features']}, "
-        f"mappings {result['dropped_mappings']}; in {result['seconds']:.1f} s -> {args.output}",
+        f"mappings {result['dropped_mappings']}; in {result['seconds']:.1f} s -> {cfg.output}",
         file=sys.stderr,
     )
-    return log_run(args.log_path, args, result)
+    return log_run(cfg.log_path, config.to_dict(cfg), result)
 
 
 if __name__ == "__main__":

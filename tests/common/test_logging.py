@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from common import plot
+from common.errors import InputError
 from common.logging import JsonLogger, read_log
 
 META = {"train_loss": {"format": ":.5f"}, "train_throughput": {"unit": "samples/s", "format": ":.3e"}}
@@ -75,14 +76,30 @@ def test_plot_writes_png_from_two_logs(tmp_path: Path) -> None:
     assert plot.series(b)["train_loss"][0] == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
-def test_plot_rejects_a_file_that_is_not_a_log(tmp_path: Path, capsys) -> None:
+def test_plot_rejects_a_file_that_is_not_a_log(tmp_path: Path) -> None:
+    _write_log(tmp_path / "ok.json")
     bad = tmp_path / "x.json"
     bad.write_text("hello\n")
-    import pytest
-
-    with pytest.raises(SystemExit):
+    with pytest.raises(InputError, match="no per-step DLLL records"):
         plot.main([str(bad), "--out", str(tmp_path / "o.png")])
-    assert "no per-step DLLL records" in capsys.readouterr().err
+    bad.write_text("DLLL {broken\n" + (tmp_path / "ok.json").read_text())
+    with pytest.raises(InputError, match=r"x\.json:1: not a valid DLLL record"):
+        plot.main([str(bad), "--out", str(tmp_path / "o.png")])
+    with pytest.raises(InputError, match=f"log file {tmp_path / 'missing.json'} does not exist"):
+        plot.main([str(tmp_path / "missing.json")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.json", "x.json"]  # no PNG
+
+
+def test_plot_help_documents_its_arguments(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        plot.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        e.value.code == 0
+        and "python -m common.plot [-h] [--config CONFIG] [--out OUT] logs [logs ...]" in out
+    )
+    assert "logs DLLogger JSON log files (DLLL lines) (one or more; required)" in out
+    assert "--out OUT PNG to write (default: curves.png)" in out
 
 
 def test_append_keeps_the_earlier_records(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import typing
 import zipfile
 from pathlib import Path
 
@@ -14,9 +15,9 @@ import pytest
 from common import cli
 from common.feature_spec import FeatureSpec
 from ncf.leave_one_out import build_dataset, sample_test_negatives
-from ncf.prepare_data import main
+from ncf.prepare_data import PrepareConfig, main
 from ncf.ratings_csv import PrepareDataError
-from ncf.ratings_files import read_ratings
+from ncf.ratings_files import FORMATS, read_ratings
 from ncf.synthetic import write_movielens
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -354,8 +355,15 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture) -> None:
     flags = ["--input", "--output", "--format", "--header", "--valid_negative", "--seed", "--min_ratings"]
     for flag in [*flags, "--overwrite"]:
         assert flag in out
-    for default in ("default: 100", "default: 1)", "default: 20", "default: auto", "default: no header"):
+    for default in (
+        "default: 100",
+        "default: 1)",
+        "default: 20",
+        "default: 'auto'",
+        "no header line) (default: False)",
+    ):
         assert default in out
+    assert typing.get_args(typing.get_type_hints(PrepareConfig)["format"]) == FORMATS  # --format's choices
 
 
 # ---- prepare_dataset.sh ----------------------------------------------------------------------------

@@ -13,15 +13,16 @@ Synthetic shapes, no dataset needed: random ids over Amazon Books' table sizes (
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from common import amp as amp_lib
-from common import cli, distributed, kernels
-from common.distributed import DistEnv
-from common.logging import JsonLogger
+from common import cli, config, entry
+from common.config import ConfigError
+from common.kernels import HELP as KERNELS_HELP
 from common.throughput import StepTimer, peak_memory_gib
 from sim import steps
 from sim.steps import run_inference
@@ -29,17 +30,64 @@ from sim.steps import run_inference
 BOOKS = {"users": [105_925], "items": [1_209_081, 2_330]}  # Amazon Books, DLE-SIM spec
 
 
-def synthetic_split(args, device: torch.device):
+def _f(default, help: str):  # noqa: A002 - reads like the flag table it mirrors
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    mode: Literal["train", "inference"] = _f("train", "what to time")
+    model_type: Literal["sim", "din", "dien"] = _f("din", "model")
+    batch_size: int = _f(4096, "samples per step")
+    history_length: int = _f(100, "T")
+    long_seq_length: int = _f(90, "T - S (0: DIEN over all T)")
+    min_history: int = _f(100, "real items per history: uniform [min, T] (clipped to T)")
+    embedding_dim: int = _f(16, "D")
+    user_cardinalities: list[int] = _f(BOOKS["users"], "user tables")
+    item_cardinalities: list[int] = _f(BOOKS["items"], "item tables")
+    optimizer: Literal["adam", "lazy_adam", "sgd"] = _f("adam", "optimizer")
+    augru_variant: Literal["paper", "nvidia_tf1"] = _f("paper", "AUGRU cell")
+    din_attention: Literal["mlp", "dot"] = _f("mlp", "DIN attention")
+    steps: int = _f(20, "timed steps")
+    warmup: int = _f(3, "untimed steps first")
+    pool: int = _f(4, "distinct random batches cycled through")
+    amp: bool = _f(False, "bf16/fp16 autocast")
+    compile: bool = _f(False, "torch.compile")
+    profile: bool = _f(False, "print the hottest ops (torch.profiler) after the timed steps")
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "where to run")
+    threads: int | None = _f(None, "torch CPU threads (None: torch's choice)")
+    log_path: Path | None = _f(None, "DLLogger JSON log (None: stdout only)")
+    kernels: Literal["auto", "reference"] = _f("auto", KERNELS_HELP)
+
+    def validate(self) -> None:
+        """Shapes the synthetic data or the model cannot take: one line naming the flag, nothing run."""
+        for name in ("batch_size", "history_length", "embedding_dim", "steps", "pool"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0 or self.min_history < 0 or (self.threads is not None and self.threads < 1):
+            raise ConfigError("--warmup and --min_history must be >= 0 and --threads >= 1")
+        if not 0 <= self.long_seq_length < self.history_length:
+            raise ConfigError(
+                f"--long_seq_length must be in [0, --history_length), got {self.long_seq_length} "
+                f"with --history_length {self.history_length}"
+            )
+        if not self.item_cardinalities or min(self.item_cardinalities + self.user_cardinalities) < 1:
+            raise ConfigError("--item_cardinalities needs >= 1 table and every cardinality must be >= 1")
+
+
+def synthetic_split(cfg: BenchmarkConfig, device: torch.device):
     """A SplitData of `pool` random batches: ids uniform over the tables, left-padded histories."""
     from sim.data import SplitData
 
     g = torch.Generator().manual_seed(0)
-    n, t, s = args.batch_size * args.pool, args.history_length, args.history_length - args.long_seq_length
-    f, u = len(args.item_cardinalities), len(args.user_cardinalities)
-    cards = torch.tensor(args.item_cardinalities)
-    user = torch.stack([torch.randint(1, c + 1, (n,), generator=g) for c in args.user_cardinalities], 1)
+    n, t = cfg.batch_size * cfg.pool, cfg.history_length
+    s, f, u = t - cfg.long_seq_length, len(cfg.item_cardinalities), len(cfg.user_cardinalities)
+    cards = torch.tensor(cfg.item_cardinalities)
+    user = torch.stack([torch.randint(1, c + 1, (n,), generator=g) for c in cfg.user_cardinalities], 1)
     items = (torch.rand(n, 1 + t + s, f, generator=g) * cards).long() + 1  # target | positive | negative
-    length = torch.randint(args.min_history, t + 1, (n,), generator=g)
+    length = torch.randint(min(cfg.min_history, t), t + 1, (n,), generator=g)
     real = torch.arange(t) >= (t - length).unsqueeze(1)  # [n, T] left padding
     items[:, 1 : 1 + t] *= real.unsqueeze(-1)
     label = torch.randint(0, 2, (n, 1), generator=g)
@@ -51,72 +99,42 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from sim.config import SimConfig
     from sim.models import SimSizes, build_model
 
-    p = argparse.ArgumentParser(prog="python -m sim.benchmark", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    p.add_argument("--mode", choices=("train", "inference"), default="train", help="what to time")
-    p.add_argument("--model_type", choices=("sim", "din", "dien"), default="din", help="model")
-    p.add_argument("--batch_size", type=int, default=4096, help="samples per step")
-    p.add_argument("--history_length", type=int, default=100, help="T")
-    p.add_argument("--long_seq_length", type=int, default=90, help="T - S (0: DIEN over all T)")
-    p.add_argument("--min_history", type=int, default=100, help="real items per history: uniform [min, T]")
-    p.add_argument("--embedding_dim", type=int, default=16, help="D")
-    p.add_argument("--user_cardinalities", type=int, nargs="+", default=BOOKS["users"], help="user tables")
-    p.add_argument("--item_cardinalities", type=int, nargs="+", default=BOOKS["items"], help="item tables")
-    p.add_argument("--optimizer", choices=("adam", "lazy_adam", "sgd"), default="adam", help="optimizer")
-    p.add_argument("--augru_variant", choices=("paper", "nvidia_tf1"), default="paper", help="AUGRU cell")
-    p.add_argument("--din_attention", choices=("mlp", "dot"), default="mlp", help="DIN attention")
-    p.add_argument("--steps", type=int, default=20, help="timed steps")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    p.add_argument("--pool", type=int, default=4, help="distinct random batches cycled through")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16/fp16 autocast")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile")
-    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=False, help="print top ops")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--log_path", type=Path, default=None, help="DLLogger JSON log (default: stdout only)")
-    kernels.add_argument(p)
-    args = p.parse_args(argv)
-    kernels.set_policy(args.kernels)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.min_history = min(args.min_history, args.history_length)
-    env = DistEnv(0, 0, 1, distributed.pick_device(0, args.device))
-    cfg = SimConfig(model_type=args.model_type, optimizer=args.optimizer, benchmark=True, kernels=args.kernels,
-                    benchmark_warmup_steps=args.warmup, benchmark_steps=args.steps, log_every=10**9)  # fmt: skip
-    sizes = SimSizes(args.model_type, tuple(args.user_cardinalities), tuple(args.item_cardinalities),
-                     args.embedding_dim, args.long_seq_length, min(50, max(1, args.long_seq_length)),
-                     augru_variant=args.augru_variant, din_attention=args.din_attention)  # fmt: skip
+    cfg = config.parse(BenchmarkConfig, argv, prog="python -m sim.benchmark", description=__doc__)
+    env = entry.start(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_cfg = SimConfig(model_type=cfg.model_type, optimizer=cfg.optimizer, benchmark=True, kernels=cfg.kernels,
+                        benchmark_warmup_steps=cfg.warmup, benchmark_steps=cfg.steps, log_every=10**9)  # fmt: skip
+    sizes = SimSizes(cfg.model_type, tuple(cfg.user_cardinalities), tuple(cfg.item_cardinalities),
+                     cfg.embedding_dim, cfg.long_seq_length, min(50, max(1, cfg.long_seq_length)),
+                     augru_variant=cfg.augru_variant, din_attention=cfg.din_attention)  # fmt: skip
     torch.manual_seed(0)
-    model = build_model(sizes, sparse_embeddings=args.optimizer == "lazy_adam").to(env.device)
-    data = synthetic_split(args, env.device)
-    amp = amp_lib.setup(args.amp, env.device)
-    log = JsonLogger(args.log_path, metadata=steps.METRICS)
-    log.parameters({**vars(args), "device": str(env.device), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()})  # fmt: skip
-    if args.mode == "inference":
-        result = run_inference(model, data, args.batch_size, amp, cfg, env, log)
+    model = build_model(sizes, sparse_embeddings=cfg.optimizer == "lazy_adam").to(env.device)
+    data = synthetic_split(cfg, env.device)
+    amp = amp_lib.setup(cfg.amp, env.device)
+    log = entry.open_log(cfg, env, steps.METRICS, torch=torch.__version__, threads=torch.get_num_threads())
+    if cfg.mode == "inference":
+        result = run_inference(model, data, cfg.batch_size, amp, run_cfg, env, log)
     else:
-        result = _time_training(model, data, args, cfg, env, amp)
-    log.summary({"model_type": args.model_type, "batch_size": args.batch_size, **result})
-    log.close()
-    return result
+        result = _time_training(model, data, cfg, run_cfg, env, amp)
+    return entry.finish(env, log, {"model_type": cfg.model_type, "batch_size": cfg.batch_size, **result})
 
 
-def _time_training(model, data, args, cfg, env, amp) -> dict[str, float]:
-    step_model = torch.compile(model) if args.compile else model
-    optimizers = steps.build_optimizers(model, cfg)
-    timer = StepTimer(env.device, args.warmup)
+def _time_training(model, data, cfg: BenchmarkConfig, run_cfg, env, amp) -> dict[str, float]:
+    step_model = torch.compile(model) if cfg.compile else model
+    optimizers = steps.build_optimizers(model, run_cfg)
+    timer = StepTimer(env.device, cfg.warmup)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(1)).to(env.device)
     profiler = None
-    for i in range(args.warmup + args.steps):
-        if args.profile and i == args.warmup:
+    for i in range(cfg.warmup + cfg.steps):
+        if cfg.profile and i == cfg.warmup:
             profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
             profiler.__enter__()
-        lo = (i % args.pool) * args.batch_size
-        batch = data.batch(order[lo : lo + args.batch_size])
+        lo = (i % cfg.pool) * cfg.batch_size
+        batch = data.batch(order[lo : lo + cfg.batch_size])
         timer.start()
         steps.train_step(step_model, batch, optimizers, amp)
-        timer.stop(args.batch_size)
+        timer.stop(cfg.batch_size)
     if profiler is not None:
         profiler.__exit__(None, None, None)
         print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))

@@ -18,7 +18,6 @@ process tree (sampled /proc, metadata workers included).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -29,11 +28,13 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from common import cli
+from common import cli, config
+from common.errors import RunError
 from common.logging import log_run
 
 BOOKS = {
@@ -84,14 +85,32 @@ def generate(directory: Path, reviews: int, seed: int) -> dict:
     ]
     item = np.minimum(item, num_items - 1)
     user = np.repeat(np.arange(len(counts)), counts)
+    directory.mkdir(parents=True, exist_ok=True)
+    reviews_path, meta_path = directory / "reviews_Books.json", directory / "meta_Books.json"
+    _write_reviews(reviews_path, rng, (user_names, user), (asins, item))
+    meta_lines = _write_metadata(meta_path, rng, asins)
+    return {
+        "reviews": n,
+        "users": len(counts),
+        "users_ge_20": int((counts >= 20).sum()),
+        "reviews_of_users_ge_20": int(counts[counts >= 20].sum()),
+        "review_bytes": reviews_path.stat().st_size,
+        "meta_lines": meta_lines,
+        "meta_bytes": meta_path.stat().st_size,
+    }
+
+
+def _write_reviews(path: Path, rng: np.random.Generator, users: tuple, items: tuple) -> None:
+    """One line per review (users/items = (names, index per review)), grouped by asin like the SNAP files,
+    with the other fields and a lognormal-length reviewText cut from a word soup (~900 B per line)."""
+    (user_names, user), (asins, item) = users, items
+    n = len(user)
     day = rng.integers(9_600, 16_250, n)  # 1996-04 .. 2014-07
     order = np.argsort(item, kind="stable")  # the SNAP files are grouped by asin
     text = " ".join(rng.choice(np.array(_WORDS.split()), 2_000_000))
     lengths = np.minimum(rng.lognormal(6.3, 0.8, n).astype(np.int64), 20_000)
     starts = rng.integers(0, len(text) - 20_001, n)
-    directory.mkdir(parents=True, exist_ok=True)
-    reviews_path, meta_path = directory / "reviews_Books.json", directory / "meta_Books.json"
-    with reviews_path.open("w") as f:
+    with path.open("w") as f:
         for lo in range(0, n, 200_000):
             rows = order[lo : lo + 200_000]
             f.writelines(
@@ -106,11 +125,17 @@ def generate(directory: Path, reviews: int, seed: int) -> dict:
                     lengths[rows].tolist(),
                 )
             )
+
+
+def _write_metadata(path: Path, rng: np.random.Generator, asins: list[str]) -> int:
+    """Metadata dict literals for every reviewed asin plus unreviewed ones (Books' ratio), with `related`
+    lists like the real ones (~1.5 KB per line); every 11th has no categories. Returns the line count."""
+    num_items = len(asins)
     meta_items = max(num_items, round(num_items * BOOKS["meta"] / BOOKS["items"]))
     categories = [f"Genre {k}" for k in range(max(2, num_items // 1000))]
     cat_of = rng.integers(0, len(categories), meta_items)
     related = rng.integers(0, num_items, (meta_items, 100))
-    with meta_path.open("w") as f:
+    with path.open("w") as f:
         for k in range(meta_items):
             asin = asins[k] if k < num_items else f"X{k:09d}"
             quoted = [f"'{asins[j]}'" for j in related[k, : 30 + k % 70]]
@@ -122,15 +147,7 @@ def generate(directory: Path, reviews: int, seed: int) -> dict:
                 f"'related': {{'also_bought': [{also}], 'also_viewed': [{viewed}], 'buy_after_viewing': [{after}]}}, "
                 f"'salesRank': {{'Books': {k * 7 + 1}}}{cats}}}\n"
             )
-    return {
-        "reviews": n,
-        "users": len(counts),
-        "users_ge_20": int((counts >= 20).sum()),
-        "reviews_of_users_ge_20": int(counts[counts >= 20].sum()),
-        "review_bytes": reviews_path.stat().st_size,
-        "meta_lines": meta_items,
-        "meta_bytes": meta_path.stat().st_size,
-    }
+    return meta_items
 
 
 def _tree_rss_bytes(pid: int) -> int:
@@ -176,7 +193,7 @@ def run_prepare(raw: Path, out: Path, extra: list[str]) -> dict:
     sampler.join()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"sim.prepare_data failed ({proc.returncode}):\n{stderr}")
+        raise RunError(f"sim.prepare_data failed (exit status {proc.returncode}):\n{stderr.strip()}")
     stages = re.search(r"stages: (.*)", stderr)
     return {
         "wall_s": wall,
@@ -189,50 +206,58 @@ def run_prepare(raw: Path, out: Path, extra: list[str]) -> dict:
     }
 
 
+def _f(default, help: str):  # noqa: A002 - reads like the flag table it mirrors
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class PrepareBenchConfig:
+    reviews: int = _f(3_000_000, "reviews to generate")
+    seed: int = _f(0, "generator seed")
+    workdir: Path | None = _f(None, "where input/output go (None: a temp dir, removed afterwards)")
+    keep: bool = _f(False, "keep (and reuse) the generated input; the prepared output is always removed")
+    prepare_args: str = _f("", "extra flags for sim.prepare_data, e.g. '--prebatch_train_size 4096'")
+    log_path: Path | None = _f(None, "DLLogger JSON log of the run (None: none)")
+
+    def validate(self) -> None:
+        if self.reviews < 1:
+            raise config.ConfigError(f"--reviews must be >= 1, got {self.reviews}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(
-        prog="python -m sim.benchmark_prepare",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--reviews", type=int, default=3_000_000, help="reviews to generate (default: 3000000)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    parser.add_argument(
-        "--workdir", type=Path, default=None, help="where input/output go (default: a temp dir)"
-    )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep (and reuse) the input; output is always removed"
-    )
-    parser.add_argument(
-        "--prepare_args",
-        default="",
-        help="extra flags for sim.prepare_data, e.g. '--prebatch_train_size 4096'",
-    )
-    parser.add_argument(
-        "--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)"
-    )
-    args = parser.parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sim_bench_"))
-    raw, out = workdir / f"amazon_{args.reviews}_{args.seed}", workdir / "prepared"
-    info_path = raw / "generator.json"
+    cfg = config.parse(PrepareBenchConfig, argv, prog="python -m sim.benchmark_prepare", description=__doc__)
+    workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="sim_bench_"))
+    raw, out = workdir / f"amazon_{cfg.reviews}_{cfg.seed}", workdir / "prepared"
     try:
-        if info_path.is_file():
-            info = json.loads(info_path.read_text())
-            print(f"reusing {raw}", file=sys.stderr)
-        else:
-            start = time.perf_counter()
-            info = generate(raw, args.reviews, args.seed)
-            info_path.write_text(json.dumps(info))
-            print(f"generated {raw} in {time.perf_counter() - start:.0f} s: {info}", file=sys.stderr)
-        result = run_prepare(raw, out, args.prepare_args.split())
+        info = _input(raw, cfg.reviews, cfg.seed)
+        result = run_prepare(raw, out, cfg.prepare_args.split())
     finally:
         shutil.rmtree(out, ignore_errors=True)
-        if not args.keep:
+        if not cfg.keep:
             shutil.rmtree(raw, ignore_errors=True)
-            if args.workdir is None:
+            if cfg.workdir is None:
                 shutil.rmtree(workdir, ignore_errors=True)
+    _report(info, result)
+    n = info["reviews"]
+    summary = {"reviews": n, "wall_s": result["wall_s"], "cpu_s": result["cpu_s"], "reviews_per_s": n / result["wall_s"],
+               "peak_rss_gb": result["peak_rss_gb"], "peak_tree_rss_gb": result["peak_tree_rss_gb"]}  # fmt: skip
+    return log_run(cfg.log_path, config.to_dict(cfg), summary)
+
+
+def _input(raw: Path, reviews: int, seed: int) -> dict:
+    """The generator's counts: reused from raw/generator.json when a kept input is there, else generated."""
+    info_path = raw / "generator.json"
+    if info_path.is_file():
+        print(f"reusing {raw}", file=sys.stderr)
+        return json.loads(info_path.read_text())
+    start = time.perf_counter()
+    info = generate(raw, reviews, seed)
+    info_path.write_text(json.dumps(info))
+    print(f"generated {raw} in {time.perf_counter() - start:.0f} s: {info}", file=sys.stderr)
+    return info
+
+
+def _report(info: dict, result: dict) -> None:
     n = info["reviews"]
     print(result["summary"])
     print(f"stages: {result['stages']}")
@@ -242,15 +267,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"{result['cpu_s']:.1f} s CPU, {n / result['wall_s']:,.0f} reviews/s, peak RSS {result['peak_rss_gb']:.2f} GB "
         f"(process tree {result['peak_tree_rss_gb']:.2f} GB), output {result['out_bytes'] / 1e9:.2f} GB"
     )
-    result = {
-        "reviews": n,
-        "wall_s": result["wall_s"],
-        "cpu_s": result["cpu_s"],
-        "reviews_per_s": n / result["wall_s"],
-        "peak_rss_gb": result["peak_rss_gb"],
-        "peak_tree_rss_gb": result["peak_tree_rss_gb"],
-    }
-    return log_run(args.log_path, args, result)
 
 
 if __name__ == "__main__":

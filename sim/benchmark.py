@@ -13,7 +13,7 @@ Synthetic shapes, no dataset needed: random ids over Amazon Books' table sizes (
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +21,7 @@ import torch
 
 from common import amp as amp_lib
 from common import cli, config, entry
-from common.config import ConfigError
+from common.config import ConfigError, flag
 from common.kernels import HELP as KERNELS_HELP
 from common.throughput import StepTimer, peak_memory_gib
 from sim import steps
@@ -30,36 +30,30 @@ from sim.steps import run_inference
 BOOKS = {"users": [105_925], "items": [1_209_081, 2_330]}  # Amazon Books, DLE-SIM spec
 
 
-def _f(default, help: str):  # noqa: A002 - reads like the flag table it mirrors
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    mode: Literal["train", "inference"] = _f("train", "what to time")
-    model_type: Literal["sim", "din", "dien"] = _f("din", "model")
-    batch_size: int = _f(4096, "samples per step")
-    history_length: int = _f(100, "T")
-    long_seq_length: int = _f(90, "T - S (0: DIEN over all T)")
-    min_history: int = _f(100, "real items per history: uniform [min, T] (clipped to T)")
-    embedding_dim: int = _f(16, "D")
-    user_cardinalities: list[int] = _f(BOOKS["users"], "user tables")
-    item_cardinalities: list[int] = _f(BOOKS["items"], "item tables")
-    optimizer: Literal["adam", "lazy_adam", "sgd"] = _f("adam", "optimizer")
-    augru_variant: Literal["paper", "nvidia_tf1"] = _f("paper", "AUGRU cell")
-    din_attention: Literal["mlp", "dot"] = _f("mlp", "DIN attention")
-    steps: int = _f(20, "timed steps")
-    warmup: int = _f(3, "untimed steps first")
-    pool: int = _f(4, "distinct random batches cycled through")
-    amp: bool = _f(False, "bf16/fp16 autocast")
-    compile: bool = _f(False, "torch.compile")
-    profile: bool = _f(False, "print the hottest ops (torch.profiler) after the timed steps")
-    device: Literal["auto", "cpu", "cuda"] = _f("auto", "where to run")
-    threads: int | None = _f(None, "torch CPU threads (None: torch's choice)")
-    log_path: Path | None = _f(None, "DLLogger JSON log (None: stdout only)")
-    kernels: Literal["auto", "reference"] = _f("auto", KERNELS_HELP)
+    mode: Literal["train", "inference"] = flag("train", "what to time")
+    model_type: Literal["sim", "din", "dien"] = flag("din", "model")
+    batch_size: int = flag(4096, "samples per step")
+    history_length: int = flag(100, "T")
+    long_seq_length: int = flag(90, "T - S (0: DIEN over all T)")
+    min_history: int = flag(100, "real items per history: uniform [min, T] (clipped to T)")
+    embedding_dim: int = flag(16, "D")
+    user_cardinalities: list[int] = flag(BOOKS["users"], "user tables")
+    item_cardinalities: list[int] = flag(BOOKS["items"], "item tables")
+    optimizer: Literal["adam", "lazy_adam", "sgd"] = flag("adam", "optimizer")
+    augru_variant: Literal["paper", "nvidia_tf1"] = flag("paper", "AUGRU cell")
+    din_attention: Literal["mlp", "dot"] = flag("mlp", "DIN attention")
+    steps: int = flag(20, "timed steps")
+    warmup: int = flag(3, "untimed steps first")
+    pool: int = flag(4, "distinct random batches cycled through")
+    amp: bool = flag(False, "bf16/fp16 autocast")
+    compile: bool = flag(False, "torch.compile")
+    profile: bool = flag(False, "print the hottest ops (torch.profiler) after the timed steps")
+    device: Literal["auto", "cpu", "cuda"] = flag("auto", "where to run")
+    threads: int | None = flag(None, "torch CPU threads (None: torch's choice)")
+    log_path: Path | None = flag(None, "DLLogger JSON log (None: stdout only)")
+    kernels: Literal["auto", "reference"] = flag("auto", KERNELS_HELP)
 
     def validate(self) -> None:
         """Shapes the synthetic data or the model cannot take: one line naming the flag, nothing run."""

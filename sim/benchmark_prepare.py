@@ -28,12 +28,13 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from common import cli, config
+from common.config import flag
 from common.errors import RunError
 from common.logging import log_run
 
@@ -206,18 +207,14 @@ def run_prepare(raw: Path, out: Path, extra: list[str]) -> dict:
     }
 
 
-def _f(default, help: str):  # noqa: A002 - reads like the flag table it mirrors
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class PrepareBenchConfig:
-    reviews: int = _f(3_000_000, "reviews to generate")
-    seed: int = _f(0, "generator seed")
-    workdir: Path | None = _f(None, "where input/output go (None: a temp dir, removed afterwards)")
-    keep: bool = _f(False, "keep (and reuse) the generated input; the prepared output is always removed")
-    prepare_args: str = _f("", "extra flags for sim.prepare_data, e.g. '--prebatch_train_size 4096'")
-    log_path: Path | None = _f(None, "DLLogger JSON log of the run (None: none)")
+    reviews: int = flag(3_000_000, "reviews to generate")
+    seed: int = flag(0, "generator seed")
+    workdir: Path | None = flag(None, "where input/output go (None: a temp dir, removed afterwards)")
+    keep: bool = flag(False, "keep (and reuse) the generated input; the prepared output is always removed")
+    prepare_args: str = flag("", "extra flags for sim.prepare_data, e.g. '--prebatch_train_size 4096'")
+    log_path: Path | None = flag(None, "DLLogger JSON log of the run (None: none)")
 
     def validate(self) -> None:
         if self.reviews < 1:

@@ -62,6 +62,8 @@ def _check_rows(rows: int, batch: int, needed: int) -> None:
 
 def run_ours(spec: dict) -> dict:
     """One timed run of the recipe's step (called in a fresh process by bench_train)."""
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
     kernels.set_policy(spec["kernels"])
     device = torch.device(spec["device"])
     if spec["data"]:
@@ -89,7 +91,7 @@ def run_ours(spec: dict) -> dict:
 def bench_train(cfg: BenchmarkConfig, device: torch.device, log: JsonLogger) -> dict[str, float]:
     sizes = NeuMFSizes(cfg.users, cfg.items).as_dict()
     spec = {"sizes": sizes, "train_rows": cfg.train_rows, "negatives": NEGATIVES, "warmup": cfg.warmup,
-            "steps": cfg.steps, "amp": cfg.amp, "compile": cfg.compile, "kernels": cfg.kernels,
+            "steps": cfg.steps, "amp": cfg.amp, "threads": cfg.threads, "compile": cfg.compile, "kernels": cfg.kernels,
             "device": str(device), "data": str(cfg.data) if cfg.data else None}  # fmt: skip
     if cfg.data is not None and cfg.compare_baseline:
         print("note: --data times ours only (the plain loop trains on synthetic positives)", file=sys.stderr)
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         batch_sizes=cfg.batch_sizes or ([2**20] if train_mode else [4**i for i in range(11)]),
         warmup=cfg.warmup if cfg.warmup is not None else (2 if train_mode else 10),
     )
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     env = entry.start(cfg)
     log = entry.open_log(cfg, env, {}, torch=torch.__version__, threads=torch.get_num_threads())
     results = (bench_train if train_mode else bench_inference)(cfg, env.device, log)

@@ -38,6 +38,7 @@ class BenchmarkConfig:
     compile: bool = _f(
         False, "torch.compile our model (as ncf.train --compile); the warm-up absorbs the compile"
     )
+    threads: int | None = _f(None, "torch CPU threads in every run (None: torch's choice)")
     kernels: Literal["auto", "reference"] = _f("auto", KERNELS_HELP)
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "where to run")
     log_path: Path | None = _f(None, "DLLogger JSON log")

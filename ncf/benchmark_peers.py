@@ -58,6 +58,8 @@ class PlainNeuMF(nn.Module):
 
 def run_peer(spec: dict) -> dict:
     """Train the plain loop for spec["warmup"] + spec["steps"] batches of one epoch and time the last ones."""
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     sizes = spec["sizes"]
     positives = synthetic_positives(sizes["num_users"], sizes["num_items"], spec["train_rows"])

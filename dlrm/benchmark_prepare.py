@@ -16,7 +16,6 @@ vocabulary, peak memory should stay flat while the number of lines grows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,18 +24,27 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from common import cli
+from common import cli, config
+from common.config import ConfigError
+from common.errors import RunError
 from common.logging import log_run
 
 # Per-feature vocabulary sizes: a few huge, several mid, many small features, like Criteo.
 VOCABULARY = [1_000_000, 500_000, 200_000] * 2 + [50_000, 20_000, 5_000, 1_000] * 3 + [300, 100, 30, 10] * 2
 _NIBBLES = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def _f(default, help: str):  # noqa: A002 - reads like the flag table it mirrors
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 def _hex_strings(values: np.ndarray, valid: np.ndarray) -> pa.StringArray:
@@ -120,7 +128,7 @@ def run_prepare(command: list[str], workdir: Path) -> tuple[float, float, float,
     sampler.join()
     wall = time.perf_counter() - start
     if code:
-        raise SystemExit(f"benchmark_prepare: {' '.join(command)} failed with exit status {code}")
+        raise RunError(f"benchmark_prepare: {' '.join(command)} failed with exit status {code}")
     maxrss, cpu = json.loads(report.read_text())
     return wall, cpu, maxrss / 2**20, peak[0] / 2**30  # ru_maxrss is in KiB
 
@@ -144,71 +152,56 @@ def _generate(directory: Path, days: int, lines: int, seed: int) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(
-        prog="python -m dlrm.benchmark_prepare",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add = parser.add_argument
-    add("--days", type=int, default=24, help="day files per size (default: 24)")
-    add(
-        "--lines_per_day",
-        type=int,
-        nargs="+",
-        default=[100_000, 400_000],
-        help="sizes to run (default: 100000 400000)",
-    )
-    add("--workers", type=int, default=2, help="prepare_data --workers (default: 2)")
-    add("--memory_limit", default="256MB", help="prepare_data --memory_limit (default: 256MB)")
-    add(
-        "--frequency_threshold", type=int, default=15, help="prepare_data --frequency_threshold (default: 15)"
-    )
-    add("--seed", type=int, default=0, help="generator seed (default: 0)")
-    add("--workdir", type=Path, default=None, help="where to write (default: a temp dir)")
-    add("--keep", action="store_true", help="keep the day files (reused next time) and the outputs")
-    add("--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)")
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class PrepareBenchmarkConfig:
+    days: int = _f(24, "day files per size")
+    lines_per_day: list[int] = _f([100_000, 400_000], "sizes to run (lines per day file)")
+    workers: int = _f(2, "prepare_data --workers")
+    memory_limit: str = _f("256MB", "prepare_data --memory_limit")
+    frequency_threshold: int = _f(15, "prepare_data --frequency_threshold")
+    seed: int = _f(0, "generator seed")
+    workdir: Path | None = _f(None, "where to write (None: a temp dir, removed at the end)")
+    keep: bool = _f(False, "keep the day files (reused next time) and the outputs")
+    log_path: Path | None = _f(None, "DLLogger JSON log of the run (None: none)")
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dlrm_bench_"))
-    results = {}
+    def validate(self) -> None:
+        if self.days < 1 or min(self.lines_per_day) < 1 or self.workers < 1:
+            raise ConfigError("--days, --lines_per_day and --workers must be >= 1")
+
+
+def _measure_size(cfg: PrepareBenchmarkConfig, workdir: Path, lines: int) -> dict[str, float]:
+    """Generate (or reuse) one size's day files, run prepare_data on them, print and return its numbers."""
+    raw, out = workdir / f"raw_{lines}", workdir / f"prepared_{lines}"
+    _generate(raw, cfg.days, lines, cfg.seed)
+    command = [sys.executable, "-m", "dlrm.prepare_data", "--input", str(raw), "--output", str(out),
+               "--days", str(cfg.days), "--workers", str(cfg.workers), "--memory_limit", cfg.memory_limit,
+               "--frequency_threshold", str(cfg.frequency_threshold), "--overwrite", "--no-progress"]  # fmt: skip
+    wall, cpu, largest, tree = run_prepare(command, workdir)
+    if not cfg.keep:
+        shutil.rmtree(out, ignore_errors=True)
+    total = cfg.days * lines
+    print(
+        f"benchmark_prepare: {cfg.days} days x {lines:,} lines = {total:,} rows: wall {wall:.1f} s, "
+        f"{total / wall:,.0f} rows/s, CPU {cpu:.0f} s = {cpu / total * 1e6:.1f} us per row (all "
+        f"processes; {total / cpu:,.0f} rows per CPU-second), peak RSS largest process {largest:.2f} "
+        f"GiB, whole tree {tree:.2f} GiB (--workers {cfg.workers} --memory_limit {cfg.memory_limit})"
+    )
+    return {"rows": total, "seconds": wall, "rows_per_s": total / wall, "cpu_us_per_row": cpu / total * 1e6,
+            "peak_process_gib": largest, "peak_tree_gib": tree}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    cfg = config.parse(
+        PrepareBenchmarkConfig, argv, prog="python -m dlrm.benchmark_prepare", description=__doc__
+    )
+    workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="dlrm_bench_"))
     try:
-        for lines in args.lines_per_day:
-            raw, out = workdir / f"raw_{lines}", workdir / f"prepared_{lines}"
-            _generate(raw, args.days, lines, args.seed)
-            command = [sys.executable, "-m", "dlrm.prepare_data", "--input", str(raw), "--output", str(out)]
-            command += [
-                "--days",
-                str(args.days),
-                "--workers",
-                str(args.workers),
-                "--memory_limit",
-                args.memory_limit,
-            ]
-            command += [
-                "--frequency_threshold",
-                str(args.frequency_threshold),
-                "--overwrite",
-                "--no-progress",
-            ]
-            wall, cpu, largest, tree = run_prepare(command, workdir)
-            total = args.days * lines
-            results[lines] = {"rows": total, "seconds": wall, "rows_per_s": total / wall}
-            results[lines] |= {"cpu_us_per_row": cpu / total * 1e6, "peak_process_gib": largest}
-            results[lines]["peak_tree_gib"] = tree
-            print(
-                f"benchmark_prepare: {args.days} days x {lines:,} lines = {total:,} rows: wall {wall:.1f} s, "
-                f"{total / wall:,.0f} rows/s, CPU {cpu:.0f} s = {cpu / total * 1e6:.1f} us per row (all "
-                f"processes; {total / cpu:,.0f} rows per CPU-second), peak RSS largest process {largest:.2f} "
-                f"GiB, whole tree {tree:.2f} GiB (--workers {args.workers} --memory_limit {args.memory_limit})"
-            )
-            if not args.keep:
-                shutil.rmtree(out, ignore_errors=True)
+        results = {lines: _measure_size(cfg, workdir, lines) for lines in cfg.lines_per_day}
     finally:
-        if not args.keep:
-            for lines in args.lines_per_day:
+        if not cfg.keep:
+            for lines in cfg.lines_per_day:
                 shutil.rmtree(workdir / f"raw_{lines}", ignore_errors=True)
-            if args.workdir is None:
+            if cfg.workdir is None:
                 shutil.rmtree(workdir, ignore_errors=True)
     small, large = results[min(results)], results[max(results)]
     growth = large["peak_tree_gib"] / small["peak_tree_gib"]
@@ -219,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     summary = {
         key: large[key] for key in ("rows_per_s", "cpu_us_per_row", "peak_process_gib", "peak_tree_gib")
     }
-    return log_run(args.log_path, args, summary | {"memory_growth": growth})
+    return log_run(cfg.log_path, config.to_dict(cfg), summary | {"memory_growth": growth})
 
 
 if __name__ == "__main__":

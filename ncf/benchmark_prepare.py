@@ -13,7 +13,6 @@ Targets on a 2-core machine: under 60 s and under 4 GB for the ml-20m size.
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import shutil
@@ -21,17 +20,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from common import cli
+from common import cli, config
+from common.errors import RunError, UsageError
 from common.logging import log_run
 
 TARGET_SECONDS, TARGET_GB = 60.0, 4.0
 _RATINGS = pa.array([f"{r / 2:.1f}" for r in range(1, 11)])  # "0.5" .. "5.0", as in ml-20m
+
+
+def _f(default, help: str):  # noqa: A002 - reads like the flag table it mirrors
+    return field(default=default, metadata={"help": help})
 
 
 def _user_counts(rng: np.random.Generator, ratings: int, users: int, cap: int) -> np.ndarray:
@@ -104,57 +109,63 @@ def run_prepare(csv: Path, output: Path) -> tuple[float, float]:
     command = [sys.executable, "-m", "ncf.prepare_data", "--input", str(csv), "--output", str(output)]
     start = time.perf_counter()
     if subprocess.run([*command, "--overwrite"]).returncode:
-        raise SystemExit(f"benchmark_prepare: {' '.join(command)} failed")
+        raise RunError(f"benchmark_prepare: {' '.join(command)} failed")
     wall = time.perf_counter() - start
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
     return wall, peak_kb / 2**20
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(
-        prog="python -m ncf.benchmark_prepare",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--ratings", type=int, default=20_000_263, help="rows (default: 20000263, ml-20m)")
-    parser.add_argument("--users", type=int, default=138_493, help="users (default: 138493, ml-20m)")
-    parser.add_argument("--items", type=int, default=26_744, help="items (default: 26744, ml-20m)")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temp dir)")
-    parser.add_argument("--keep", action="store_true", help="keep the csv (reused next time) and the output")
-    parser.add_argument(
-        "--log_path", type=Path, default=None, help="DLLogger JSON log of the run (default: None = none)"
-    )
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class PrepareBenchmarkConfig:
+    ratings: int = _f(20_000_263, "rows (ml-20m: 20000263)")
+    users: int = _f(138_493, "users (ml-20m: 138493)")
+    items: int = _f(26_744, "items (ml-20m: 26744)")
+    seed: int = _f(0, "generator seed")
+    workdir: Path | None = _f(None, "where to write (None: a temp dir, removed at the end)")
+    keep: bool = _f(False, "keep the csv (reused next time) and the output")
+    log_path: Path | None = _f(None, "DLLogger JSON log of the run (None: none)")
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ncf_bench_"))
-    csv, params_file = workdir / "ratings.csv", workdir / "ratings.json"
-    params = {"ratings": args.ratings, "users": args.users, "items": args.items, "seed": args.seed}
+
+def _csv(cfg: PrepareBenchmarkConfig, csv: Path, params_file: Path) -> None:
+    """Write the synthetic ratings.csv, or reuse the one a run with the same parameters kept."""
+    params = {"ratings": cfg.ratings, "users": cfg.users, "items": cfg.items, "seed": cfg.seed}
+    if csv.exists() and params_file.exists() and json.loads(params_file.read_text()) == params:
+        print(f"reusing {csv}", file=sys.stderr)
+        return
+    start = time.perf_counter()
     try:
-        if csv.exists() and params_file.exists() and json.loads(params_file.read_text()) == params:
-            print(f"reusing {csv}", file=sys.stderr)
-        else:
-            start = time.perf_counter()
-            generate(csv, args.ratings, args.users, args.items, args.seed)
-            params_file.write_text(json.dumps(params))
-            size = csv.stat().st_size / 2**20
-            print(f"generated {csv} ({size:.0f} MiB) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        generate(csv, cfg.ratings, cfg.users, cfg.items, cfg.seed)
+    except ValueError as e:  # sizes that cannot hold >= 20 distinct ratings per user
+        raise UsageError(str(e)) from None
+    params_file.write_text(json.dumps(params))
+    size = csv.stat().st_size / 2**20
+    print(f"generated {csv} ({size:.0f} MiB) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    cfg = config.parse(
+        PrepareBenchmarkConfig, argv, prog="python -m ncf.benchmark_prepare", description=__doc__
+    )
+    workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="ncf_bench_"))
+    csv, params_file = workdir / "ratings.csv", workdir / "ratings.json"
+    try:
+        _csv(cfg, csv, params_file)
         wall, peak_gb = run_prepare(csv, workdir / "prepared")
     finally:
-        if not args.keep:
+        if not cfg.keep:
             for path in (csv, params_file, workdir / "prepared"):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-            if args.workdir is None:
+            if cfg.workdir is None:
                 shutil.rmtree(workdir, ignore_errors=True)
-    rate = args.ratings / wall
+    rate = cfg.ratings / wall
     ok = wall < TARGET_SECONDS and peak_gb < TARGET_GB
     print(f"prepare_data: wall {wall:.1f} s, {rate:,.0f} samples/s (ratings/s), peak RSS {peak_gb:.2f} GiB")
     print(
-        f"benchmark_prepare: ratings={args.ratings} wall_s={wall:.1f} samples_per_s={rate:.3e} "
+        f"benchmark_prepare: ratings={cfg.ratings} wall_s={wall:.1f} samples_per_s={rate:.3e} "
         f"peak_rss_gib={peak_gb:.2f} targets(<{TARGET_SECONDS:.0f} s, <{TARGET_GB:.0f} GiB)={'PASS' if ok else 'FAIL'}"
     )
-    return log_run(args.log_path, args, {"ratings": args.ratings, "seconds": wall, "samples_per_s": rate,
-                                         "peak_rss_gib": peak_gb})  # fmt: skip
+    return log_run(cfg.log_path, config.to_dict(cfg), {"ratings": cfg.ratings, "seconds": wall,
+                                                        "samples_per_s": rate, "peak_rss_gib": peak_gb})  # fmt: skip
 
 
 if __name__ == "__main__":

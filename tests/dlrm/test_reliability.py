@@ -312,7 +312,7 @@ def test_other_recipes_checkpoint_is_one_clear_error(planted, tmp_path: Path, ca
     )
     assert code == 2 and want in err and not (tmp_path / "x").exists(), err
     bench = ["--mode", "inference", "--checkpoint", str(path), "--device", "cpu", "--batch_sizes", "2"]
-    code, err = _exit(benchmark.main, bench, capsys)
+    code, err = _exit(lambda a: cli.run(benchmark.main, a), bench, capsys)  # main raises; the CLI exits
     assert code == 2 and want in err, err
 
 

@@ -2,53 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from common.config import ConfigError
+from common.config import ConfigError, flag
 from common.kernels import HELP as KERNELS_HELP
-
-
-def _f(default, help: str):  # noqa: A002 - reads like the flag table it mirrors
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    mode: Literal["train", "inference"] = _f("train", "what to time")
-    dataset: Path | None = _f(
+    mode: Literal["train", "inference"] = flag("train", "what to time")
+    dataset: Path | None = flag(
         None, "prepared dataset: ours reads it through the on-disk loader, no peers run"
     )
-    synthetic_dataset: bool = _f(False, "synthetic batches (the default anyway)")
-    synthetic_dataset_table_sizes: list[int] | None = _f(
+    synthetic_dataset: bool = flag(False, "synthetic batches (the default anyway)")
+    synthetic_dataset_table_sizes: list[int] | None = flag(
         None, "table rows (None: Criteo FL15 on CUDA, 26 x 100000 on CPU)"
     )
-    checkpoint: Path | None = _f(None, "inference: model to time (None: random init)")
-    embedding_dim: int = _f(16, "embedding size")
-    bottom_mlp_sizes: list[int] = _f([512, 256, 16], "bottom MLP")
-    top_mlp_sizes: list[int] = _f([512, 256, 1], "top MLP")
-    batch_sizes: list[int] | None = _f(None, "None: train 2048 4096; inference 1 64 4096 32768")
-    steps: int = _f(30, "timed steps per batch size and run (train)")
-    warmup: int | None = _f(None, "untimed steps/batches first (None: train 5, inference 10)")
-    repeats: int = _f(3, "train: runs per variant, interleaved; median [min - max] reported")
-    distinct_batches: int = _f(8, "train: distinct batches cycled through")
-    num_batches: int = _f(200, "timed batches per batch size (inference)")
-    amp: bool = _f(False, "bf16/fp16 autocast (train: the peers run under bf16 autocast too)")
-    cuda_graphs: bool = _f(
+    checkpoint: Path | None = flag(None, "inference: model to time (None: random init)")
+    embedding_dim: int = flag(16, "embedding size")
+    bottom_mlp_sizes: list[int] = flag([512, 256, 16], "bottom MLP")
+    top_mlp_sizes: list[int] = flag([512, 256, 1], "top MLP")
+    batch_sizes: list[int] | None = flag(None, "None: train 2048 4096; inference 1 64 4096 32768")
+    steps: int = flag(30, "timed steps per batch size and run (train)")
+    warmup: int | None = flag(None, "untimed steps/batches first (None: train 5, inference 10)")
+    repeats: int = flag(3, "train: runs per variant, interleaved; median [min - max] reported")
+    distinct_batches: int = flag(8, "train: distinct batches cycled through")
+    num_batches: int = flag(200, "timed batches per batch size (inference)")
+    amp: bool = flag(False, "bf16/fp16 autocast (train: the peers run under bf16 autocast too)")
+    cuda_graphs: bool = flag(
         True, "inference on CUDA: run batches up to --cuda_graph_max_batch as a CUDA graph"
     )
-    cuda_graph_max_batch: int = _f(4096, "largest batch run as a CUDA graph")
-    compare_baseline: bool = _f(True, "train: also time the plain PyTorch DLRM loop")
-    compare_torchrec: bool = _f(
+    cuda_graph_max_batch: int = flag(4096, "largest batch run as a CUDA graph")
+    compare_baseline: bool = flag(True, "train: also time the plain PyTorch DLRM loop")
+    compare_torchrec: bool = flag(
         False, "train: also time TorchRec's own trainer (needs torchrec + fbgemm-gpu-cpu)"
     )
-    threads: int | None = _f(None, "torch CPU threads in every run (None: torch's choice)")
-    kernels: Literal["auto", "reference"] = _f("auto", KERNELS_HELP)
-    device: Literal["auto", "cpu", "cuda"] = _f("auto", "where to run")
-    log_path: Path | None = _f(None, "DLLogger JSON log")
+    threads: int | None = flag(None, "torch CPU threads in every run (None: torch's choice)")
+    kernels: Literal["auto", "reference"] = flag("auto", KERNELS_HELP)
+    device: Literal["auto", "cpu", "cuda"] = flag("auto", "where to run")
+    log_path: Path | None = flag(None, "DLLogger JSON log")
 
     def validate(self) -> None:
         for name in ("steps", "repeats", "distinct_batches", "num_batches", "embedding_dim"):

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,19 +32,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from common import cli, config
-from common.config import ConfigError
+from common.config import ConfigError, flag
 from common.errors import RunError
 from common.logging import log_run
 
 # Per-feature vocabulary sizes: a few huge, several mid, many small features, like Criteo.
 VOCABULARY = [1_000_000, 500_000, 200_000] * 2 + [50_000, 20_000, 5_000, 1_000] * 3 + [300, 100, 30, 10] * 2
 _NIBBLES = np.frombuffer(b"0123456789abcdef", np.uint8)
-
-
-def _f(default, help: str):  # noqa: A002 - reads like the flag table it mirrors
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 def _hex_strings(values: np.ndarray, valid: np.ndarray) -> pa.StringArray:
@@ -154,15 +148,15 @@ def _generate(directory: Path, days: int, lines: int, seed: int) -> None:
 
 @dataclass(frozen=True)
 class PrepareBenchmarkConfig:
-    days: int = _f(24, "day files per size")
-    lines_per_day: list[int] = _f([100_000, 400_000], "sizes to run (lines per day file)")
-    workers: int = _f(2, "prepare_data --workers")
-    memory_limit: str = _f("256MB", "prepare_data --memory_limit")
-    frequency_threshold: int = _f(15, "prepare_data --frequency_threshold")
-    seed: int = _f(0, "generator seed")
-    workdir: Path | None = _f(None, "where to write (None: a temp dir, removed at the end)")
-    keep: bool = _f(False, "keep the day files (reused next time) and the outputs")
-    log_path: Path | None = _f(None, "DLLogger JSON log of the run (None: none)")
+    days: int = flag(24, "day files per size")
+    lines_per_day: list[int] = flag([100_000, 400_000], "sizes to run (lines per day file)")
+    workers: int = flag(2, "prepare_data --workers")
+    memory_limit: str = flag("256MB", "prepare_data --memory_limit")
+    frequency_threshold: int = flag(15, "prepare_data --frequency_threshold")
+    seed: int = flag(0, "generator seed")
+    workdir: Path | None = flag(None, "where to write (None: a temp dir, removed at the end)")
+    keep: bool = flag(False, "keep the day files (reused next time) and the outputs")
+    log_path: Path | None = flag(None, "DLLogger JSON log of the run (None: none)")
 
     def validate(self) -> None:
         if self.days < 1 or min(self.lines_per_day) < 1 or self.workers < 1:

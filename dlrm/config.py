@@ -14,99 +14,107 @@ from common.config import Ignored, flag
 from common.kernels import HELP as KERNELS_HELP
 from dlrm.model import CRITEO_FL15_TABLE_SIZES
 
-_f = flag  # short, for the long table below
-
 
 @dataclass(frozen=True)
 class DlrmConfig:
-    mode: Literal["train", "test", "inference_benchmark"] = _f(
+    mode: Literal["train", "test", "inference_benchmark"] = flag(
         "train", "test: evaluate --load_checkpoint_path on the test split (python -m dlrm.evaluate); "
         "inference_benchmark: time it at --inference_benchmark_batch_sizes (python -m dlrm.benchmark)",
     )  # fmt: skip
     # data
-    dataset: Path | None = _f(None, "prepared dataset directory (dlrm.prepare_data output)")
-    feature_spec: str = _f("feature_spec.yaml", "feature spec file name, relative to --dataset")
-    synthetic_dataset: bool = _f(False, "train on batches generated on the device (planted signal); no files")
-    synthetic_dataset_table_sizes: list[int] = _f(
+    dataset: Path | None = flag(None, "prepared dataset directory (dlrm.prepare_data output)")
+    feature_spec: str = flag("feature_spec.yaml", "feature spec file name, relative to --dataset")
+    synthetic_dataset: bool = flag(
+        False, "train on batches generated on the device (planted signal); no files"
+    )
+    synthetic_dataset_table_sizes: list[int] = flag(
         list(CRITEO_FL15_TABLE_SIZES), "synthetic mode: rows per categorical feature (Criteo FL15 sizes)"
     )
-    synthetic_dataset_num_entries: int = _f(33554432, "synthetic mode: training samples per epoch")
-    synthetic_dataset_test_entries: int = _f(1048576, "synthetic mode: test samples")
-    prefetch_batches: int = _f(8, "batches read ahead by the background loader thread")
-    dataset_subset: float | None = _f(
+    synthetic_dataset_num_entries: int = flag(33554432, "synthetic mode: training samples per epoch")
+    synthetic_dataset_test_entries: int = flag(1048576, "synthetic mode: test samples")
+    prefetch_batches: int = flag(8, "batches read ahead by the background loader thread")
+    dataset_subset: float | None = flag(
         None, "train on the first fraction (0, 1] of each epoch's batches (the 2020 recipe's flag)"
     )
-    shuffle_batch_order: bool = _f(
+    shuffle_batch_order: bool = flag(
         False, "visit whole training batches in a seeded random order per epoch (rows stay as prepared)"
     )
     # model
-    embedding_dim: int = _f(128, "embedding size; must equal the last bottom MLP size")
-    bottom_mlp_sizes: list[int] = _f([512, 256, 128], "bottom MLP layer sizes")
-    top_mlp_sizes: list[int] = _f([1024, 1024, 512, 256, 1], "top MLP layer sizes; the last (1) is the logit")
-    interaction_op: Literal["dot", "cat"] = _f(
+    embedding_dim: int = flag(128, "embedding size; must equal the last bottom MLP size")
+    bottom_mlp_sizes: list[int] = flag([512, 256, 128], "bottom MLP layer sizes")
+    top_mlp_sizes: list[int] = flag(
+        [1024, 1024, 512, 256, 1], "top MLP layer sizes; the last (1) is the logit"
+    )
+    interaction_op: Literal["dot", "cat"] = flag(
         "dot", "feature interaction (the seed's cuda_dot = dot)", seed_values={"cuda_dot": "dot"}
     )
-    self_interaction: bool = _f(False, "dot interaction: also keep each vector's dot with itself")
-    hash_indices: bool = _f(False, "take categorical ids modulo the table size (inside the model)")
-    max_table_size: int | None = _f(None, "clip every table to at most this many rows; needs --hash_indices")
+    self_interaction: bool = flag(False, "dot interaction: also keep each vector's dot with itself")
+    hash_indices: bool = flag(False, "take categorical ids modulo the table size (inside the model)")
+    max_table_size: int | None = flag(
+        None, "clip every table to at most this many rows; needs --hash_indices"
+    )
     # optimisation
-    batch_size: int = _f(32768, "GLOBAL training batch (split over ranks); the partial last batch is dropped")
-    test_batch_size: int = _f(32768, "GLOBAL evaluation batch")
-    lr: float = _f(28.0, "SGD learning rate (MLPs and embeddings)")
-    embedding_lr_scale: float = _f(
+    batch_size: int = flag(
+        32768, "GLOBAL training batch (split over ranks); the partial last batch is dropped"
+    )
+    test_batch_size: int = flag(32768, "GLOBAL evaluation batch")
+    lr: float = flag(28.0, "SGD learning rate (MLPs and embeddings)")
+    embedding_lr_scale: float = flag(
         1.0, "embedding rows train at lr x this (1: the reference); small data: 64 (README, Accuracy)"
     )
-    warmup_steps: int = _f(6400, "linear warmup steps")
-    warmup_factor: int = _f(0, "warmup starts at 1 - 1/2**warmup_factor of the way up (0: from ~0)")
-    decay_start_step: int | None = _f(64000, "polynomial decay starts after this step; none = no decay")
-    decay_steps: int = _f(80000, "polynomial decay length in steps; 0 = no decay (the LR stays at --lr)")
-    decay_power: float = _f(2.0, "polynomial decay power")
-    decay_end_lr: float = _f(0.0, "LR floor during decay and after it ends")
-    epochs: int = _f(1, "training epochs")
-    max_steps: int | None = _f(None, "stop after this many optimizer steps")
+    warmup_steps: int = flag(6400, "linear warmup steps")
+    warmup_factor: int = flag(0, "warmup starts at 1 - 1/2**warmup_factor of the way up (0: from ~0)")
+    decay_start_step: int | None = flag(64000, "polynomial decay starts after this step; none = no decay")
+    decay_steps: int = flag(80000, "polynomial decay length in steps; 0 = no decay (the LR stays at --lr)")
+    decay_power: float = flag(2.0, "polynomial decay power")
+    decay_end_lr: float = flag(0.0, "LR floor during decay and after it ends")
+    epochs: int = flag(1, "training epochs")
+    max_steps: int | None = flag(None, "stop after this many optimizer steps")
     # evaluation
-    test_freq: int | None = _f(None, "evaluate every N steps (None: at the end of each epoch)")
-    test_after: float = _f(0.0, "no evaluation before this many epochs are done (fractions allowed)")
-    auc_threshold: float | None = _f(None, "stop as soon as the test AUC reaches this value")
+    test_freq: int | None = flag(None, "evaluate every N steps (None: at the end of each epoch)")
+    test_after: float = flag(0.0, "no evaluation before this many epochs are done (fractions allowed)")
+    auc_threshold: float | None = flag(None, "stop as soon as the test AUC reaches this value")
     # parallelism and precision
-    embedding_sharding: Literal["replicated", "table"] = _f(
+    embedding_sharding: Literal["replicated", "table"] = flag(
         "replicated",
         "replicated: every rank holds all tables (MLPs via DDP, touched rows updated from all-gathered "
         "gradients); table: whole tables placed on ranks with an all-to-all exchange (dlrm.parallel)",
     )
-    amp: bool = _f(False, "mixed precision autocast (bf16 where supported, else fp16 with loss scaling)")
-    amp_dtype: Literal["auto", "bfloat16", "float16"] = _f("auto", "autocast dtype when --amp is on")
-    loss_scale: float | None = _f(
+    amp: bool = flag(False, "mixed precision autocast (bf16 where supported, else fp16 with loss scaling)")
+    amp_dtype: Literal["auto", "bfloat16", "float16"] = flag("auto", "autocast dtype when --amp is on")
+    loss_scale: float | None = flag(
         None, "fp16 (--amp_dtype float16 / --fp16): the loss scale starts here and never grows (the seed's "
         "static scale; it halves on overflow); none = start at 2**16",
     )  # fmt: skip
-    tf32: bool = _f(
+    tf32: bool = flag(
         True, "CUDA: fp32 matmuls on TF32 tensor cores, as NVIDIA's fp32 numbers; --no-tf32 = IEEE fp32"
     )
-    device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto = the local rank's GPU when present, else CPU")
-    kernels: Literal["auto", "reference"] = _f("auto", KERNELS_HELP)
-    seed: int = _f(12345, "random seed (model init, synthetic data, batch order)")
+    device: Literal["auto", "cpu", "cuda"] = flag(
+        "auto", "auto = the local rank's GPU when present, else CPU"
+    )
+    kernels: Literal["auto", "reference"] = flag("auto", KERNELS_HELP)
+    seed: int = flag(12345, "random seed (model init, synthetic data, batch order)")
     # checkpoints and logging
-    save_checkpoint_path: Path | None = _f(
+    save_checkpoint_path: Path | None = flag(
         None, "checkpoint written at every evaluation and at the end (full state: resumable)"
     )
-    load_checkpoint_path: Path | None = _f(
+    load_checkpoint_path: Path | None = flag(
         None, "start from these model weights (step 0, fresh optimizer: not a resume, see --resume); "
         "--mode test / inference_benchmark: the model to evaluate",
     )  # fmt: skip
-    resume: bool = _f(True, "resume from --save_checkpoint_path when that file exists (after a kill)")
-    output_dir: Path | None = _f(
+    resume: bool = flag(True, "resume from --save_checkpoint_path when that file exists (after a kill)")
+    output_dir: Path | None = flag(
         None, "directory that relative --log_path and --save_checkpoint_path are under (the 2020 flag)"
     )
-    log_path: Path | None = _f(Path("log.json"), "DLLogger JSON log (rank 0 only)")
-    print_freq: int = _f(200, "log the training loss every N steps (also the NaN check)")
-    progress: bool = _f(True, "show tqdm progress bars on rank 0")
+    log_path: Path | None = flag(Path("log.json"), "DLLogger JSON log (rank 0 only)")
+    print_freq: int = flag(200, "log the training loss every N steps (also the NaN check)")
+    progress: bool = flag(True, "show tqdm progress bars on rank 0")
     # the seed's inference benchmark (--mode inference_benchmark) and throughput warm-up
-    benchmark_warmup_steps: int = _f(
+    benchmark_warmup_steps: int = flag(
         0, "steps left out of the throughput (train) or of the timed batches (inference_benchmark)"
     )
-    inference_benchmark_batch_sizes: list[int] = _f([1, 64, 4096], "--mode inference_benchmark batch sizes")
-    inference_benchmark_steps: int = _f(200, "--mode inference_benchmark: timed batches per batch size")
+    inference_benchmark_batch_sizes: list[int] = flag([1, 64, 4096], "--mode inference_benchmark batch sizes")
+    inference_benchmark_steps: int = flag(200, "--mode inference_benchmark: timed batches per batch size")
 
     # NVIDIA's DLRM flags that are not fields here (dlrm/README.md, "NVIDIA's flags").
     SEED_FLAGS: ClassVar[dict] = {

@@ -2,46 +2,42 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from common.config import ConfigError
+from common.config import ConfigError, flag
 from common.kernels import HELP as KERNELS_HELP
 
 ML20M = {"users": 138_493, "items": 26_744, "train_rows": 19_861_770}
 
 
-def _f(default, help: str):  # noqa: A002 - reads like the flag table it mirrors
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    mode: Literal["train", "inference"] = _f("train", "what to time")
-    data: Path | None = _f(
+    mode: Literal["train", "inference"] = flag("train", "what to time")
+    data: Path | None = flag(
         None, "prepared dataset (train mode; ours only, no peer runs); None: synthetic sizes"
     )
-    checkpoint: Path | None = _f(None, "model to time (inference); None: random init")
-    users: int = _f(ML20M["users"], "synthetic user count")
-    items: int = _f(ML20M["items"], "synthetic item count")
-    train_rows: int = _f(ML20M["train_rows"], "synthetic training positives")
-    batch_sizes: list[int] | None = _f(
+    checkpoint: Path | None = flag(None, "model to time (inference); None: random init")
+    users: int = flag(ML20M["users"], "synthetic user count")
+    items: int = flag(ML20M["items"], "synthetic item count")
+    train_rows: int = flag(ML20M["train_rows"], "synthetic training positives")
+    batch_sizes: list[int] | None = flag(
         None, "None: train 1048576; inference 1 4 16 64 256 1024 4096 16384 65536 262144 1048576"
     )
-    steps: int = _f(5, "timed optimizer steps per batch size and run (train)")
-    num_batches: int = _f(200, "timed batches per batch size (inference)")
-    warmup: int | None = _f(None, "untimed steps/batches first (None: train 2, inference 10)")
-    repeats: int = _f(3, "train: runs per variant, interleaved; median [min - max] reported")
-    amp: bool = _f(False, "bf16/fp16 autocast (train: the plain loop runs under bf16 autocast too)")
-    compare_baseline: bool = _f(True, "train mode: also time the plain PyTorch loop (its own process)")
-    compile: bool = _f(
+    steps: int = flag(5, "timed optimizer steps per batch size and run (train)")
+    num_batches: int = flag(200, "timed batches per batch size (inference)")
+    warmup: int | None = flag(None, "untimed steps/batches first (None: train 2, inference 10)")
+    repeats: int = flag(3, "train: runs per variant, interleaved; median [min - max] reported")
+    amp: bool = flag(False, "bf16/fp16 autocast (train: the plain loop runs under bf16 autocast too)")
+    compare_baseline: bool = flag(True, "train mode: also time the plain PyTorch loop (its own process)")
+    compile: bool = flag(
         False, "torch.compile our model (as ncf.train --compile); the warm-up absorbs the compile"
     )
-    threads: int | None = _f(None, "torch CPU threads in every run (None: torch's choice)")
-    kernels: Literal["auto", "reference"] = _f("auto", KERNELS_HELP)
-    device: Literal["auto", "cpu", "cuda"] = _f("auto", "where to run")
-    log_path: Path | None = _f(None, "DLLogger JSON log")
+    threads: int | None = flag(None, "torch CPU threads in every run (None: torch's choice)")
+    kernels: Literal["auto", "reference"] = flag("auto", KERNELS_HELP)
+    device: Literal["auto", "cpu", "cuda"] = flag("auto", "where to run")
+    log_path: Path | None = flag(None, "DLLogger JSON log")
 
     def validate(self) -> None:
         for name in ("users", "items", "train_rows", "steps", "num_batches", "repeats"):

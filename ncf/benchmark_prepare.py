@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +28,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from common import cli, config
+from common.config import flag
 from common.errors import RunError, UsageError
 from common.logging import log_run
 
 TARGET_SECONDS, TARGET_GB = 60.0, 4.0
 _RATINGS = pa.array([f"{r / 2:.1f}" for r in range(1, 11)])  # "0.5" .. "5.0", as in ml-20m
-
-
-def _f(default, help: str):  # noqa: A002 - reads like the flag table it mirrors
-    return field(default=default, metadata={"help": help})
 
 
 def _user_counts(rng: np.random.Generator, ratings: int, users: int, cap: int) -> np.ndarray:
@@ -117,13 +114,13 @@ def run_prepare(csv: Path, output: Path) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class PrepareBenchmarkConfig:
-    ratings: int = _f(20_000_263, "rows (ml-20m: 20000263)")
-    users: int = _f(138_493, "users (ml-20m: 138493)")
-    items: int = _f(26_744, "items (ml-20m: 26744)")
-    seed: int = _f(0, "generator seed")
-    workdir: Path | None = _f(None, "where to write (None: a temp dir, removed at the end)")
-    keep: bool = _f(False, "keep the csv (reused next time) and the output")
-    log_path: Path | None = _f(None, "DLLogger JSON log of the run (None: none)")
+    ratings: int = flag(20_000_263, "rows (ml-20m: 20000263)")
+    users: int = flag(138_493, "users (ml-20m: 138493)")
+    items: int = flag(26_744, "items (ml-20m: 26744)")
+    seed: int = flag(0, "generator seed")
+    workdir: Path | None = flag(None, "where to write (None: a temp dir, removed at the end)")
+    keep: bool = flag(False, "keep the csv (reused next time) and the output")
+    log_path: Path | None = flag(None, "DLLogger JSON log of the run (None: none)")
 
 
 def _csv(cfg: PrepareBenchmarkConfig, csv: Path, params_file: Path) -> None:

@@ -10,8 +10,6 @@ from typing import ClassVar, Literal
 from common.config import ConfigError, flag
 from common.kernels import HELP as KERNELS_HELP
 
-_f = flag  # alias kept for in-flight branches
-
 
 @dataclass(frozen=True)
 class NcfConfig:

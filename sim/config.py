@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from common.config import Ignored, flag  # flag re-exported here: alias kept for in-flight branches
+from common.config import Ignored, flag
 from common.kernels import HELP as KERNELS_HELP
 
 

@@ -14,6 +14,7 @@ import os
 import resource
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,19 @@ def table_line(prefix: str, row: dict[str, float], name: str) -> str:
         f"{row[f'{k}_train_throughput_max']:,.0f}] samples/s (per CPU second {row[f'{k}_cpu_throughput']:,.0f}), "
         f"peak RSS {row[f'{k}_peak_rss_gib']:.2f} GiB, load {row[f'{k}_load']:.1f}"
     )
+
+
+def compare(
+    prefix: str, runs: dict[str, tuple[list[str], dict[str, str]]], repeats: int, device_type: str
+) -> dict[str, float]:
+    """Run the variants interleaved, print one line each, and return their summary row with
+    `peak_memory_gib` (ours: the largest peak of its runs, CUDA memory on a GPU, RSS on CPU)."""
+    row = summarize(prefix, interleave(runs, repeats))
+    for name in runs:
+        print(f"{prefix.replace('_', ' ')} {table_line(prefix, row, name)}", file=sys.stderr)
+    peak = "peak_cuda_gib" if device_type == "cuda" else "peak_rss_gib"
+    row["peak_memory_gib"] = row[f"{prefix}_ours_{peak}_max"]
+    return row
 
 
 def time_steps(step: Callable[[int], torch.Tensor], batch: int, warmup: int, steps: int, device) -> dict:

@@ -103,11 +103,7 @@ def bench_train(cfg: BenchmarkConfig, device: torch.device, log: JsonLogger) -> 
         runs = {"ours": ([sys.executable, "-c", _OURS, json.dumps(run)], dict(os.environ))}
         if cfg.compare_baseline and cfg.data is None:
             runs["plain"] = ([sys.executable, "-P", str(PEERS_SCRIPT), json.dumps(run)], peer_runs.peer_env())
-        row = peer_runs.summarize(f"batch_{batch}", peer_runs.interleave(runs, cfg.repeats))
-        for name in runs:
-            print(f"batch {batch} {peer_runs.table_line(f'batch_{batch}', row, name)}", file=sys.stderr)
-        peak = "peak_cuda_gib" if device.type == "cuda" else "peak_rss_gib"
-        row["peak_memory_gib"] = row[f"batch_{batch}_ours_{peak}_max"]
+        row = peer_runs.compare(f"batch_{batch}", runs, cfg.repeats, device.type)
         log.log([len(results)], row)
         results |= row
     return results

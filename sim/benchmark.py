@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     amp = amp_lib.setup(cfg.amp, env.device)
     log = entry.open_log(cfg, env, steps.METRICS, torch=torch.__version__, threads=torch.get_num_threads())
     if cfg.mode == "inference":
-        result = run_inference(model, data, cfg.batch_size, amp, run_cfg, env, log)
+        result = run_inference(model, data, cfg.batch_size, amp, env, log,
+                               warmup=cfg.warmup, steps=cfg.steps or None, log_every=10**9)  # fmt: skip
     else:
         result = _time_training(model, data, cfg, run_cfg, env, amp)
     return entry.finish(env, log, {"model_type": cfg.model_type, "batch_size": cfg.batch_size, **result})

@@ -57,17 +57,24 @@ def train_step(train_model, batch, optimizers, amp: amp_lib.Amp) -> Losses:
 
 
 @torch.no_grad()
-def run_inference(model, data, local_batch: int, amp, cfg, env: DistEnv, log: JsonLogger) -> dict[str, float]:
-    """The reference's inference mode: eval-mode forward + sigmoid over the train split, per-step
-    samples/s; with --benchmark warmup + benchmark_steps batches (cycling over the data)."""
+def run_inference(
+    model,
+    data,
+    local_batch: int,
+    amp,
+    env: DistEnv,
+    log: JsonLogger,
+    *,
+    warmup: int,
+    steps: int | None,
+    log_every: int,
+) -> dict[str, float]:
+    """The reference's inference mode: eval-mode forward + sigmoid, per-step samples/s; `steps` batches
+    after `warmup` (cycling over the data), or one pass over it when steps is None."""
     model.eval()
-    timer = StepTimer(env.device, cfg.benchmark_warmup_steps)
+    timer = StepTimer(env.device, warmup)
     batches = max(1, -(-len(data) // local_batch))
-    total = (
-        cfg.benchmark_warmup_steps + cfg.benchmark_steps
-        if cfg.benchmark and cfg.benchmark_steps > 0
-        else batches
-    )
+    total = warmup + steps if steps else batches
     for i in range(total):
         lo = (i % batches) * local_batch
         batch = data.batch(slice(lo, lo + local_batch))
@@ -75,6 +82,6 @@ def run_inference(model, data, local_batch: int, amp, cfg, env: DistEnv, log: Js
         with amp.autocast():
             torch.sigmoid(model(batch).logits)
         latency = timer.stop(batch.label.shape[0] * env.world_size)
-        if (i + 1) % cfg.log_every == 0 or i + 1 == total:
+        if (i + 1) % log_every == 0 or i + 1 == total:
             log.log([0, i], {"samples/s": batch.label.shape[0] * env.world_size / latency})
     return {**timer.results(), "peak_memory_gib": peak_memory_gib(env.device)}

@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     local_batch = cfg.global_batch_size // env.world_size
     show = cfg.progress and env.is_main
     if cfg.mode == "inference":
-        summary = run_inference(run.model, run.splits["train"], local_batch, amp, cfg, env, log)
+        steps = cfg.benchmark_steps if cfg.benchmark and cfg.benchmark_steps > 0 else None
+        summary = run_inference(run.model, run.splits["train"], local_batch, amp, env, log,
+                                warmup=cfg.benchmark_warmup_steps, steps=steps, log_every=cfg.log_every)  # fmt: skip
         return entry.finish(env, log, summary)
     optimizers = build_optimizers(run.model, cfg)
     if run.resume is not None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 POLICIES = ("auto", "reference")
 HELP = (
-    "auto: hand-written fast paths where they apply (oneDNN fp32 linear on CPU, fused gather/attention "
+    "auto: hand-written fast paths where they apply (oneDNN fp32 linear on AMD CPUs, fused gather/attention "
     "backwards); reference: plain PyTorch ops only (same results within fp32 rounding; for parity checks)"
 )
 

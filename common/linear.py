@@ -9,7 +9,8 @@ Backward is ours too: dX = dY W and dW = dY^T X are the same oneDNN product (2.5
 shape; for dW oneDNN needs one operand transposed in memory, so the narrower one is copied), and a
 following ReLU is fused into the forward product.
 
-Everywhere else (CUDA, bf16/fp16, autocast, TorchScript tracing, ONNX export, torch.compile, a torch
+On other CPUs (Intel's get AVX-512 from MKL) the oneDNN route measured slower, so it is used on AMD only
+(`onednn_pays_off`). Everywhere else (CUDA, bf16/fp16, autocast, TorchScript tracing, ONNX export, torch.compile, a torch
 without oneDNN, and `--kernels reference`: common.kernels) it is exactly F.linear (+ ReLU), the reference,
 so exported graphs and checkpoints are unchanged.
 """
@@ -34,6 +35,29 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+@functools.cache
+def onednn_pays_off() -> bool:
+    """oneDNN is available and this CPU is an AMD one, where MKL falls back to AVX2.
+
+    Why only AMD: on an Intel Xeon (KVM, AVX-512, AMX; 2026-12-06, 2 threads) MKL already runs AVX-512, and
+    the oneDNN route was slower for every DLRM layer shape measured (fwd + bwd, 4096 rows: [512 -> 256]
+    16.6 vs 13.4 ms, [256 -> 16] 1.83 vs 1.34 ms; 64 rows: 0.90 vs 0.56 ms) and DLRM inference at batch 64
+    fell from 48k to 31k samples/s. `--kernels auto` takes the reference there.
+    """
+    return onednn_available() and _cpu_vendor() == "AuthenticAMD"
+
+
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
     if not kernels.fast():
         return False
@@ -45,7 +69,7 @@ def _use_onednn(x: Tensor, weight: Tensor) -> bool:
         return False
     if torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
         return False
-    return onednn_available()
+    return onednn_pays_off()
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:

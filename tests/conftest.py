@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from common import kernels
+from common import linear as linear_mod
 
 torch.set_num_threads(2)
 
@@ -20,6 +21,13 @@ def _kernel_policy() -> None:
     """Entry points set the process-wide kernel policy from --kernels; one test's choice must not leak."""
     yield
     kernels.set_policy("auto")
+
+
+@pytest.fixture(autouse=True)
+def _onednn_on_any_cpu(monkeypatch) -> None:
+    """`--kernels auto` takes the oneDNN linear on AMD CPUs only (common.linear.onednn_pays_off); the tests
+    run it wherever torch has oneDNN, so the fast path and its parity are checked on every CI machine."""
+    monkeypatch.setattr(linear_mod, "onednn_pays_off", linear_mod.onednn_available)
 
 
 @pytest.fixture

@@ -94,3 +94,15 @@ def test_weight_slice_and_broadcast_gradient():
     want_big[:, 4:] = x.detach().reshape(-1, 6).sum(0)
     torch.testing.assert_close(big.grad, want_big)
     torch.testing.assert_close(x.grad, big.detach()[:, 4:].sum(0).expand(3, 4, 6))
+
+
+def test_auto_takes_onednn_on_amd_cpus_only(monkeypatch) -> None:
+    """MKL runs AMD CPUs on AVX2 (oneDNN 2.3x faster there); on Intel, MKL's AVX-512 path was faster."""
+    import common.linear as linear_mod
+
+    monkeypatch.undo()  # the suite-wide fixture forces oneDNN on; this test checks the real rule
+    for vendor, expected in (("AuthenticAMD", True), ("GenuineIntel", False), ("", False)):
+        linear_mod.onednn_pays_off.cache_clear()
+        monkeypatch.setattr(linear_mod, "_cpu_vendor", lambda v=vendor: v)
+        assert linear_mod.onednn_pays_off() == (expected and linear_mod.onednn_available())
+    linear_mod.onednn_pays_off.cache_clear()

@@ -18,6 +18,7 @@ so exported graphs and checkpoints are unchanged.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from common import kernels
 # Fewer rows stay on F.linear: oneDNN's per-call overhead loses there (one thread, [rows, 368] x [368, 512]:
 # 1 row 22 vs 12 us, 4 rows 35 vs 33 us, 16 rows 53 vs 74 us).
 MIN_ROWS = 8
+FORCE_ENV = "RECSYS_ONEDNN_LINEAR"  # "1" / "0": take / skip the oneDNN route whatever the CPU vendor
 
 
 @functools.cache
@@ -44,6 +46,9 @@ def onednn_pays_off() -> bool:
     16.6 vs 13.4 ms, [256 -> 16] 1.83 vs 1.34 ms; 64 rows: 0.90 vs 0.56 ms) and DLRM inference at batch 64
     fell from 48k to 31k samples/s. `--kernels auto` takes the reference there.
     """
+    forced = os.environ.get(FORCE_ENV, "")
+    if forced in ("0", "1"):  # a CPU not measured here: RECSYS_ONEDNN_LINEAR=1 tries it, =0 keeps MKL
+        return forced == "1" and onednn_available()
     return onednn_available() and _cpu_vendor() == "AuthenticAMD"
 
 

@@ -26,8 +26,9 @@ def _kernel_policy() -> None:
 @pytest.fixture(autouse=True)
 def _onednn_on_any_cpu(monkeypatch) -> None:
     """`--kernels auto` takes the oneDNN linear on AMD CPUs only (common.linear.onednn_pays_off); the tests
-    run it wherever torch has oneDNN, so the fast path and its parity are checked on every CI machine."""
+    (and the processes they start) run it wherever torch has oneDNN, so the fast path and its parity are checked on every CI machine."""
     monkeypatch.setattr(linear_mod, "onednn_pays_off", linear_mod.onednn_available)
+    monkeypatch.setenv(linear_mod.FORCE_ENV, "1")  # the same choice in the processes tests start
 
 
 @pytest.fixture

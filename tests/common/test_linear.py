@@ -101,8 +101,13 @@ def test_auto_takes_onednn_on_amd_cpus_only(monkeypatch) -> None:
     import common.linear as linear_mod
 
     monkeypatch.undo()  # the suite-wide fixture forces oneDNN on; this test checks the real rule
+    monkeypatch.delenv(linear_mod.FORCE_ENV, raising=False)
     for vendor, expected in (("AuthenticAMD", True), ("GenuineIntel", False), ("", False)):
         linear_mod.onednn_pays_off.cache_clear()
         monkeypatch.setattr(linear_mod, "_cpu_vendor", lambda v=vendor: v)
+        assert linear_mod.onednn_pays_off() == (expected and linear_mod.onednn_available())
+    for forced, expected in (("1", True), ("0", False)):
+        linear_mod.onednn_pays_off.cache_clear()
+        monkeypatch.setenv(linear_mod.FORCE_ENV, forced)
         assert linear_mod.onednn_pays_off() == (expected and linear_mod.onednn_available())
     linear_mod.onednn_pays_off.cache_clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -44,3 +45,21 @@ def run_distributed(fn: Callable, *args: Any, world_size: int = 2) -> list[Any]:
     )
     results = dict(queue.get() for _ in range(world_size))
     return [results[r] for r in range(world_size)]
+
+
+def run_like_open_mpi(cmd: list[str], env: dict[str, str], world_size: int = 2) -> list[tuple[str, str]]:
+    """Start `cmd` world_size times with only the variables `mpiexec -np N` (Open MPI) sets, no torchrun
+    ones; asserts every process exits 0 and returns each one's (stdout, stderr)."""
+    port, procs = str(free_port()), []
+    for rank in range(world_size):
+        rank_env = {**env, "MASTER_PORT": port, "OMPI_COMM_WORLD_RANK": str(rank),
+                    "OMPI_COMM_WORLD_SIZE": str(world_size), "OMPI_COMM_WORLD_LOCAL_RANK": str(rank),
+                    "OMPI_COMM_WORLD_LOCAL_SIZE": str(world_size)}  # fmt: skip
+        for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR"):
+            rank_env.pop(name, None)
+        procs.append(
+            subprocess.Popen(cmd, env=rank_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0] * world_size, "".join(err[-2000:] for _, err in outs)
+    return outs

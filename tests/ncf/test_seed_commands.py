@@ -12,7 +12,7 @@ import pytest
 
 from common.logging import read_log
 from ncf import train
-from tests.distributed_helpers import free_port
+from tests.distributed_helpers import free_port, run_like_open_mpi
 
 # The seed's spellings: -b1/-b2 aliases and comma lists.
 SEED_TINY = ["-f", "8", "--layers", "32,16,8", "-b", "2048", "-l", "0.005", "-b1", "0.9", "-b2", "0.999",
@@ -42,20 +42,9 @@ def test_mpiexec_variables_make_one_two_rank_job(movielens, tmp_path: Path) -> N
     """What `mpiexec -np 2 python -m ncf.train ...` (Open MPI) gives each process: before, two independent
     single-process jobs on the same device wrote one log; now they join one gloo group."""
     _, prepared = movielens
-    port = str(free_port())
     cmd = [sys.executable, "-m", "ncf.train", "--data", str(prepared), "-e", "1", "-s", "5",
            "--log_path", str(tmp_path / "log.json"), *SEED_TINY]  # fmt: skip
-    procs = []
-    for rank in range(2):
-        env = {**CPU_ENV, "MASTER_PORT": port, "OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": "2",
-               "OMPI_COMM_WORLD_LOCAL_RANK": str(rank), "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}  # fmt: skip
-        for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR"):
-            env.pop(name, None)
-        procs.append(
-            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        )
-    outs = [p.communicate(timeout=240) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    run_like_open_mpi(cmd, CPU_ENV)
     logs = _logged(tmp_path / "log.json")
     assert logs[0]["world_size"] == 2
     epochs = [r for r in read_log(tmp_path / "log.json") if r["type"] == "LOG" and r["step"] == [0]]
